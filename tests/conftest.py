@@ -1,0 +1,55 @@
+"""Shared fixtures: the location of ../shared (real samples and official references), slow/gpu markers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_root() -> Path:
+    """``$TASKEVAL_SHARED`` or the ``shared/`` folder beside the repository."""
+    env = os.environ.get("TASKEVAL_SHARED")
+    return Path(env) if env else REPO.parent / "shared"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False, help="also run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    skip_slow = pytest.mark.skip(reason="slow: run with --runslow")
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "slow" in item.keywords and not config.getoption("--runslow"):
+            item.add_marker(skip_slow)
+        if "gpu" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    """Path of ../shared; skips when absent outside CI, fails in CI (where it must be present)."""
+    root = shared_root()
+    if not (root / "data").is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"shared data folder missing in CI: {root} (set TASKEVAL_SHARED)")
+        pytest.skip(f"shared data folder not found at {root} (set TASKEVAL_SHARED to run this test)")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _isolate_third_party_state(tmp_path_factory, monkeypatch):
+    """Keep ultralytics/matplotlib state and our weights lookup out of the user's home."""
+    cfg = tmp_path_factory.getbasetemp() / "third_party_cfg"
+    cfg.mkdir(exist_ok=True)
+    monkeypatch.setenv("YOLO_CONFIG_DIR", str(cfg))
+    monkeypatch.setenv("MPLCONFIGDIR", str(cfg))
+    monkeypatch.setenv("YOLO_OFFLINE", "1")
+    monkeypatch.setenv("YOLO_AUTOINSTALL", "0")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
