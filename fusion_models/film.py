@@ -1,0 +1,324 @@
+"""FILM (Zhao et al., ICML 2024): infrared-visible fusion guided by text features through cross-attention.
+
+Our re-implementation of ``Net(hidden_dim=256, image2text_dim=32)`` from Zhaozixiang1228/IF-FILM
+(``net/Film.py``, ``net/restormer.py`` @ 26a2f01). Module and parameter names follow the official
+checkpoint (``{'model': DataParallel state dict}``), so official weights load with
+``load_weights(model, "IVF.pth", strict=True)``.
+
+Data flow for IR ``a`` and visible luminance ``b`` (both ``(N,1,H,W)``) and text ``t`` ``(N,L,768)``:
+
+* ``t`` -> 1x1 Conv1d to 256 dims per token.
+* Three text-guided blocks, each for both modalities: 3x3 conv + PReLU -> Restormer block (channel
+  attention "MDTA" + gated depth-wise FFN) = feature ``f`` (32 ch). ``f`` -> 1x1 conv -> nearest resize
+  to a FIXED 288x384 grid -> the raw memory (C,H,W) cut into 13824 tokens of 256 values (a token is not
+  a pixel: it is 256 consecutive values of one channel row-major) -> ``nn.MultiheadAttention(256, 8)``
+  with the text as query and the image tokens as key/value -> mean over the text tokens -> L1-normalised
+  256-vector that scales every image token -> back to (32,288,384) -> nearest resize to (H,W) -> 1x1 conv
+  + PReLU, added to ``f`` -> ``cat(f, .)`` -> 1x1 conv + PReLU.
+* Decoder: ``cat(a, b)`` -> Restormer(64) -> 1x1 conv -> Restormer(32) x2 -> 1x1 conv -> sigmoid.
+
+"nearest" is PyTorch's legacy nearest (source index ``floor(dst * in / out)``), as in the official code.
+
+Without text (``text=None``) the official code fails; here the text is one all-zero 768-d token (see
+:meth:`FILM.forward` for why).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fusion_models.registry import register_fusion_model
+from taskeval.errors import DataError
+
+TEXT_DIM = 768
+"""Width of the text features the VLF dataset ships (BLIP-2 based, 149 tokens per image)."""
+
+TOKEN_GRID = (288, 384)
+"""Fixed (H, W) every image feature is resampled to before it is cut into attention tokens."""
+
+
+class _ChannelLayerNorm(nn.Module):
+    """LayerNorm over the channels of each pixel of a ``(N,C,H,W)`` map (biased variance, eps 1e-5).
+
+    Computed as mean, then variance of the centred values (two passes), like the official code:
+    ``nn.LayerNorm`` on CPU lost ~7x more float32 accuracy on these features (large mean, small
+    spread), enough to move the fused output by 1e-3. ``body`` only holds the affine parameters
+    (checkpoint keys ``norm*.body.weight/bias``).
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.body = nn.LayerNorm(dim, eps=1e-5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=1, keepdim=True)
+        var = x.var(dim=1, keepdim=True, unbiased=False)
+        shape = (1, -1, 1, 1)
+        return (x - mean) / torch.sqrt(var + self.body.eps) * self.body.weight.view(shape) + self.body.bias.view(shape)
+
+
+class _ChannelSelfAttention(nn.Module):
+    """Restormer MDTA: attention between channels (C/heads x C/heads per head), not between pixels.
+
+    q, k are L2-normalised over the pixels, so the logits are cosine similarities scaled by a
+    learned per-head temperature; cost is linear in H*W.
+    """
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
+        self.qkv = nn.Conv2d(dim, 3 * dim, kernel_size=1, bias=False)
+        self.qkv_dwconv = nn.Conv2d(3 * dim, 3 * dim, kernel_size=3, padding=1, groups=3 * dim, bias=False)
+        self.project_out = nn.Conv2d(dim, dim, kernel_size=1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        q, k, v = self.qkv_dwconv(self.qkv(x)).reshape(n, 3, self.num_heads, c // self.num_heads, h * w).unbind(1)
+        q = F.normalize(q, dim=-1)
+        k = F.normalize(k, dim=-1)
+        attn = (q @ k.transpose(-2, -1) * self.temperature).softmax(dim=-1)
+        return self.project_out((attn @ v).reshape(n, c, h, w))
+
+
+class _GatedFeedForward(nn.Module):
+    """Restormer GDFN: 1x1 expand to 2*hidden, depth-wise 3x3, GELU(half) * other half, 1x1 back."""
+
+    def __init__(self, dim: int, expansion: int):
+        super().__init__()
+        hidden = dim * expansion
+        self.project_in = nn.Conv2d(dim, 2 * hidden, kernel_size=1, bias=False)
+        self.dwconv = nn.Conv2d(2 * hidden, 2 * hidden, kernel_size=3, padding=1, groups=2 * hidden, bias=False)
+        self.project_out = nn.Conv2d(hidden, dim, kernel_size=1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, value = self.dwconv(self.project_in(x)).chunk(2, dim=1)
+        return self.project_out(F.gelu(gate) * value)
+
+
+class _RestormerBlock(nn.Module):
+    """Pre-norm residual block: ``x + attn(norm1(x))`` then ``+ ffn(norm2(.))``; shape preserved."""
+
+    def __init__(self, dim: int, num_heads: int = 8, expansion: int = 4):
+        super().__init__()
+        self.norm1 = _ChannelLayerNorm(dim)
+        self.attn = _ChannelSelfAttention(dim, num_heads)
+        self.norm2 = _ChannelLayerNorm(dim)
+        self.ffn = _GatedFeedForward(dim, expansion)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.ffn(self.norm2(x))
+
+
+class _ImageTokens(nn.Module):
+    """``(N,C,H,W)`` feature -> 1x1 conv -> nearest resize to :data:`TOKEN_GRID` -> ``(N, C*288*384/D, D)``."""
+
+    def __init__(self, channels: int, token_dim: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, kernel_size=1)
+        self.token_dim = token_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(self.conv(x), size=TOKEN_GRID, mode="nearest")
+        # Raw-memory chop, as the official code does: tokens straddle rows (384 = 1.5 * 256).
+        return x.reshape(x.shape[0], -1, self.token_dim)
+
+
+class _TextToImageAttention(nn.Module):
+    """Text tokens ``(N,L,D)`` attend to image tokens ``(N,T,D)``; returns ``(N,L,D)``."""
+
+    def __init__(self, dim: int, num_heads: int = 8):
+        super().__init__()
+        self.multihead_attn = nn.MultiheadAttention(dim, num_heads, batch_first=True)
+
+    def forward(self, text: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        return self.multihead_attn(text, tokens, tokens, need_weights=False)[0]
+
+
+class _TextGuidedBlock(nn.Module):
+    """One official ``restormer_cablock``: two modality branches (A = IR, B = visible) sharing the text.
+
+    Parameter names are the checkpoint's; note the visible branch uses ``cross_attentionA2``.
+    """
+
+    def __init__(self, in_channels: int, dim: int = 32, token_channels: int = 32, token_dim: int = 256):
+        super().__init__()
+        self.token_channels = token_channels
+        for side in "AB":
+            setattr(self, f"conv{side}1", nn.Conv2d(in_channels, dim, kernel_size=3, padding=1, bias=False))
+            setattr(self, f"prelu{side}1", nn.PReLU())
+            setattr(self, f"conv{side}2", nn.Conv2d(token_channels, dim, kernel_size=1))
+            setattr(self, f"prelu{side}2", nn.PReLU())
+            setattr(self, f"conv{side}3", nn.Conv2d(2 * dim, dim, kernel_size=1))
+            setattr(self, f"prelu{side}3", nn.PReLU())
+        self.restormerA1 = _RestormerBlock(dim)
+        self.restormerB1 = _RestormerBlock(dim)
+        self.cross_attentionA1 = _TextToImageAttention(token_dim)
+        self.cross_attentionA2 = _TextToImageAttention(token_dim)
+        self.imagef2textfA1 = _ImageTokens(dim, token_dim)
+        self.imagef2textfB1 = _ImageTokens(dim, token_dim)
+
+    def _branch(self, x: torch.Tensor, text: torch.Tensor, side: str) -> torch.Tensor:
+        """One modality: ``x`` ``(N,Cin,H,W)``, ``text`` ``(N,L,256)`` -> ``(N,32,H,W)``."""
+        part = lambda name: getattr(self, name.replace("?", side))  # noqa: E731 - names differ only by A/B
+        cross = self.cross_attentionA1 if side == "A" else self.cross_attentionA2
+        n, _, h, w = x.shape
+        feat = part("restormer?1")(part("prelu?1")(part("conv?1")(x)))
+        tokens = part("imagef2textf?1")(feat)
+        # One 256-vector per image (mean over the text tokens), L1-normalised: it re-weights the
+        # 256 positions inside every image token.
+        scale = F.normalize(cross(text, tokens).mean(dim=1, keepdim=True), p=1, dim=2)
+        guided = (tokens * scale).reshape(n, self.token_channels, *TOKEN_GRID)
+        guided = F.interpolate(guided, size=(h, w), mode="nearest")
+        guided = part("prelu?2")(part("conv?2")(guided)) + feat
+        return part("prelu?3")(part("conv?3")(torch.cat((feat, guided), dim=1)))
+
+    def forward(self, ir: torch.Tensor, vis: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._branch(ir, text, "A"), self._branch(vis, text, "B")
+
+
+class _TextProjection(nn.Module):
+    """Per-token linear map of the text features, stored as the official ``Conv1d(768, D, 1)``."""
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.conv = nn.Conv1d(in_dim, out_dim, kernel_size=1)
+
+    def forward(self, text: torch.Tensor) -> torch.Tensor:
+        return self.conv(text.transpose(1, 2)).transpose(1, 2)
+
+
+class FILM(nn.Module):
+    """FILM fusion network (official ``Net(hidden_dim=256, image2text_dim=32)``).
+
+    Args:
+        mid_channels: feature width of the image branches (official 32).
+        token_dim: width of the text/image attention tokens (official ``hidden_dim`` 256).
+        token_channels: channels of the image feature cut into tokens (official ``image2text_dim`` 32);
+            ``token_channels * 288 * 384`` must be a multiple of ``token_dim``.
+    """
+
+    def __init__(self, mid_channels: int = 32, token_dim: int = 256, token_channels: int = 32):
+        super().__init__()
+        if (token_channels * TOKEN_GRID[0] * TOKEN_GRID[1]) % token_dim:
+            raise ValueError(f"token_channels*288*384 = {token_channels * TOKEN_GRID[0] * TOKEN_GRID[1]} "
+                             f"is not a multiple of token_dim={token_dim}")
+        self.text_process = _TextProjection(TEXT_DIM, token_dim)
+        self.restormerca1 = _TextGuidedBlock(1, mid_channels, token_channels, token_dim)
+        self.restormerca2 = _TextGuidedBlock(mid_channels, mid_channels, token_channels, token_dim)
+        self.restormerca3 = _TextGuidedBlock(mid_channels, mid_channels, token_channels, token_dim)
+        self.restormer1 = _RestormerBlock(2 * mid_channels)
+        self.restormer2 = _RestormerBlock(mid_channels)
+        self.restormer3 = _RestormerBlock(mid_channels)
+        self.conv1 = nn.Conv2d(2 * mid_channels, mid_channels, kernel_size=1)
+        self.conv2 = nn.Conv2d(mid_channels, 1, kernel_size=1)
+
+    def forward(self, ir: torch.Tensor, vis_y: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
+        """Fuse IR and visible luminance under text guidance.
+
+        Args:
+            ir: (N,1,H,W) IR in [0,1] (the official ``imageA``).
+            vis_y: (N,1,H,W) visible luminance in [0,1] (the official ``imageB``; the official reader
+                uses the rounded 8-bit grey value, the harness the unrounded BT.601 luma).
+            text: (N,L,768) float text features of each pair (VLF dataset: L = 149), any L >= 1; moved
+                to the device and dtype of ``ir``. ``None``: a single all-zero token for every image.
+                Why zeros rather than skipping the modulation: the zero token runs the trained graph
+                unchanged, the query is then the learned bias of ``text_process`` alone, the scaling
+                vector stays L1-normalised (the scale the later layers were trained on) and still
+                depends on the image through the keys/values. Identity scaling would feed the token
+                features ~256x larger than any trained input (an L1-normalised 256-vector averages
+                1/256). With identical query tokens the result does not depend on L.
+
+        Returns:
+            (N,1,H,W) fused image after a sigmoid, in (0,1). The official test script then min-max
+            normalises it per image (``normalize="minmax_y"``).
+
+        Raises:
+            ValueError: on shapes that break this contract (the message gives them).
+        """
+        if ir.ndim != 4 or ir.shape[1] != 1 or vis_y.shape != ir.shape:
+            raise ValueError(f"FILM expects IR and visible luminance of equal shape (N,1,H,W), got "
+                             f"{tuple(ir.shape)} and {tuple(vis_y.shape)}")
+        if text is None:
+            text = ir.new_zeros(ir.shape[0], 1, TEXT_DIM)
+        elif text.ndim != 3 or text.shape[0] != ir.shape[0] or text.shape[1] < 1 or text.shape[2] != TEXT_DIM:
+            raise ValueError(f"FILM text must be (N={ir.shape[0]}, L>=1, {TEXT_DIM}), got {tuple(text.shape)}")
+        text = self.text_process(text.to(device=ir.device, dtype=ir.dtype))
+        a, b = self.restormerca1(ir, vis_y, text)
+        a, b = self.restormerca2(a, b, text)
+        a, b = self.restormerca3(a, b, text)
+        x = self.conv1(self.restormer1(torch.cat((a, b), dim=1)))
+        x = self.restormer3(self.restormer2(x))
+        return torch.sigmoid(self.conv2(x))
+
+
+def load_text_embeddings(folder: str | os.PathLike, ids: Iterable[str]) -> torch.Tensor:
+    """Stack the per-image text features ``<folder>/<id>.npy`` into one batch.
+
+    Args:
+        folder: directory of ``.npy`` files, one per image id (VLF layout: ``(1,L,768)``; ``(L,768)``
+            is accepted too).
+        ids: image ids (file stems, e.g. ``"00016N"``), in batch order.
+
+    Returns:
+        (N,L,768) float32 tensor, N = number of ids.
+
+    Raises:
+        DataError: missing folder or files (all missing ids are listed), unreadable files, arrays of
+            another shape or non-numeric dtype, or different token counts L within the batch.
+    """
+    folder = Path(folder)
+    ids = [str(i) for i in ids]
+    if not ids:
+        raise DataError(f"{folder}: no image ids given for text embeddings")
+    if not folder.is_dir():
+        raise DataError(f"text embedding folder not found: {folder}")
+    missing = [i for i in ids if not (folder / f"{i}.npy").is_file()]
+    if missing:
+        shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
+        raise DataError(f"{folder}: no text embedding for {len(missing)} id(s): {shown} (expected <id>.npy)")
+    arrays = []
+    for i in ids:
+        path = folder / f"{i}.npy"
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{path}: cannot be read as a .npy array ({exc})") from None
+        if arr.ndim == 3 and arr.shape[0] == 1:
+            arr = arr[0]
+        if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] != TEXT_DIM:
+            raise DataError(f"{path}: text embedding of shape {arr.shape}, expected (1,L,{TEXT_DIM}) or (L,{TEXT_DIM})")
+        if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+            raise DataError(f"{path}: text embedding of dtype {arr.dtype}, expected a float array")
+        arrays.append(arr.astype(np.float32))
+    lengths = {a.shape[0] for a in arrays}
+    if len(lengths) > 1:
+        per_id = ", ".join(f"{i}: {a.shape[0]}" for i, a in zip(ids, arrays))
+        raise DataError(f"{folder}: text embeddings of one batch differ in token count ({per_id})")
+    return torch.from_numpy(np.stack(arrays))
+
+
+@register_fusion_model(
+    "film",
+    vis_input="y",
+    output="y",
+    normalize="minmax_y",
+    trainable=True,
+    needs_text=True,
+    paper="Zhao et al., Image Fusion via Vision-Language Model (FILM), ICML 2024",
+    licence="none stated (the repository has no LICENSE file)",
+    url="https://github.com/Zhaozixiang1228/IF-FILM",
+    weights_file="IVF.pth",
+    description="text-guided fusion: text features steer Restormer branches via cross-attention; "
+                "text=None uses one all-zero token",
+)
+def film() -> nn.Module:
+    return FILM()

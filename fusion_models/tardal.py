@@ -1,0 +1,194 @@
+"""TarDAL generator: target-aware dual adversarial fusion (Liu et al., CVPR 2022), 2022 release.
+
+Re-implemented from the paper and the layout of the official checkpoints (JinyuanLiu-CV/TarDAL
+@ 8ef276f, ``Generator(dim=32, depth=3)``); module names follow the official state dict so
+``tardal.pt``, ``tardal+.pt`` and ``tardal++.pt`` load with ``strict=True``.
+
+Data flow (any ``H, W``; stride 1 everywhere, output the input size)::
+
+    cat[IR, Y] (N,2,H,W) -> encoder conv-BN-ReLU (32) -> dense: 3 x conv-BN-ReLU, each fed the
+    concatenation of all previous maps (-> 128) -> fuse: conv-ReLU (128) -> conv-BN-ReLU (64)
+    -> conv-BN-ReLU (32) -> conv-tanh (1)
+
+Three official checkpoints, registered as three methods (the README's table):
+
+* ``tardal`` (``tardal.pt``, "optimised for human vision", the default): the authors run it without
+  ``--eval``, so BatchNorm stays in training mode and normalises each image with its own statistics
+  (batch size 1). Its stored running statistics do not suit it (``num_batches_tracked`` is 0): with
+  them the output differs by 42 grey levels on average and night images come out far darker.
+  Default ``bn_mode="instance"``.
+* ``tardal+`` (``tardal+.pt``, optimised for detection) and ``tardal++`` (``tardal++.pt``, joint
+  optimum): the authors run them with ``--eval`` (stored running statistics). Default
+  ``bn_mode="running"``.
+
+``bn_mode="instance"`` reproduces the official training-mode inference independently of the batch:
+in eval mode each sample is normalised with its own per-channel mean and biased variance over H, W,
+which equals training-mode BatchNorm on a batch of one, so batched inference gives the official
+per-image output. ``bn_mode="running"`` is ordinary eval-mode BatchNorm. In training mode both are
+ordinary BatchNorm (batch statistics, running statistics updated).
+
+Official inference (``fuse.py --color``), and how the harness path differs from it:
+
+* Input order: the official ``forward(ir, vi)`` concatenates ``[ir, vi]`` (IR is channel 0), the same
+  order as our ``forward(ir, vis_y)``.
+* Visible luminance: the official code reads the visible image with OpenCV and converts it with
+  ``BGR2GRAY``, i.e. BT.601 luma **rounded to an integer** grey level; the harness passes the float
+  BT.601 luma (:func:`taskeval.color.luminance`), which differs by up to half a grey level.
+* Output: the official code clips the tanh output to [0,1], multiplies by 255 and **truncates** to
+  uint8 (= fused Y); it then merges that Y with the 8-bit Cr/Cb of OpenCV's ``BGR2YCrCb`` and converts
+  back with ``YCrCb2BGR`` (rounding). The harness (``normalize="clip"``) recolours the float Y with
+  the float BT.601 chroma of :func:`taskeval.color.recolor` (the same coefficients as OpenCV) and
+  ``tensor_to_uint8`` rounds once at the end. Together these give differences of a few grey levels
+  on a small share of pixels (see ``tests/test_port_official_weights.py`` for the measured bound).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fusion_models.registry import register_fusion_model
+from taskeval.errors import ConfigError
+
+BN_MODES = ("instance", "running")
+DIM = 32
+DEPTH = 3
+
+
+class SampleNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d that, in eval mode, can normalise each sample with its own statistics.
+
+    Args:
+        num_features: channels C.
+        per_sample: in eval mode use per-sample, per-channel mean and biased variance over H, W
+            (training-mode BatchNorm at batch size 1) instead of the running statistics.
+
+    Shapes: (N,C,H,W) -> (N,C,H,W). Training mode is plain BatchNorm2d.
+    """
+
+    def __init__(self, num_features: int, per_sample: bool) -> None:
+        super().__init__(num_features)
+        self.per_sample = per_sample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training or not self.per_sample:
+            return super().forward(x)
+        return F.instance_norm(x, weight=self.weight, bias=self.bias, eps=self.eps)
+
+
+def conv_block(c_in: int, c_out: int, per_sample: bool | None) -> nn.Sequential:
+    """3x3 'same' conv -> [BatchNorm] -> ReLU; ``per_sample=None`` leaves out the BatchNorm.
+
+    Indices 0 (conv) and 1 (BatchNorm) are those of the official checkpoint.
+    """
+    layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, 3, padding=1)]
+    if per_sample is not None:
+        layers.append(SampleNorm2d(c_out, per_sample))
+    layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class TarDAL(nn.Module):
+    """The TarDAL generator (296,577 parameters).
+
+    Args:
+        bn_mode: BatchNorm behaviour in eval mode: ``"instance"`` (per-sample statistics; what the
+            official run of ``tardal.pt`` does) or ``"running"`` (stored running statistics; the
+            official ``--eval`` runs of ``tardal+.pt`` / ``tardal++.pt``).
+
+    Example::
+
+        model = TarDAL().eval()
+        fused_y = model(ir, vis_y)  # (N,1,H,W), (N,1,H,W) -> (N,1,H,W) in (-1,1); clip to [0,1]
+    """
+
+    def __init__(self, bn_mode: str = "instance") -> None:
+        super().__init__()
+        if bn_mode not in BN_MODES:
+            raise ConfigError(f"TarDAL: bn_mode={bn_mode!r} must be one of {BN_MODES}")
+        self.bn_mode = bn_mode
+        per_sample = bn_mode == "instance"
+        self.encoder = conv_block(2, DIM, per_sample)
+        self.dense = nn.ModuleList(conv_block(DIM * (k + 1), DIM, per_sample) for k in range(DEPTH))
+        width = DIM * (DEPTH + 1)
+        self.fuse = nn.Sequential(
+            conv_block(width, 4 * DIM, None),
+            conv_block(4 * DIM, 2 * DIM, per_sample),
+            conv_block(2 * DIM, DIM, per_sample),
+            nn.Sequential(nn.Conv2d(DIM, 1, 3, padding=1), nn.Tanh()),
+        )
+
+    def forward(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+        """Fuse a batch.
+
+        Args:
+            ir: (N,1,H,W) infrared in [0,1].
+            vis: (N,1,H,W) visible luminance in [0,1].
+
+        Returns:
+            (N,1,H,W) raw tanh output in (-1,1) (the official script clips it to [0,1]).
+        """
+        if ir.ndim != 4 or ir.shape[1] != 1:
+            raise ValueError(f"TarDAL: IR must be (N,1,H,W), got shape {tuple(ir.shape)}")
+        if vis.ndim != 4 or vis.shape[1] != 1:
+            raise ValueError(f"TarDAL: visible must be (N,1,H,W) luminance, got shape {tuple(vis.shape)}")
+        if vis.shape[0] != ir.shape[0] or vis.shape[-2:] != ir.shape[-2:]:
+            raise ValueError(f"TarDAL: IR {tuple(ir.shape)} and visible {tuple(vis.shape)} differ in batch or size")
+        x = self.encoder(torch.cat([ir, vis], dim=1))
+        for layer in self.dense:
+            x = torch.cat([x, layer(x)], dim=1)
+        return self.fuse(x)
+
+
+_PAPER = ("Liu, Fan, Huang, Wu, Liu, Zhong, Luo: Target-aware Dual Adversarial Learning and a "
+          "Multi-scenario Multi-Modality Benchmark to Fuse Infrared and Visible for Object Detection, CVPR 2022")
+_URL = "https://github.com/JinyuanLiu-CV/TarDAL"
+
+
+@register_fusion_model(
+    "tardal",
+    vis_input="y",
+    output="y",
+    normalize="clip",
+    trainable=True,
+    paper=_PAPER,
+    licence="GPL-3.0",
+    url=_URL,
+    weights_file="tardal.pt",
+    description="dense CNN generator (2022 release), optimised for human vision; BatchNorm per sample",
+)
+def tardal(bn_mode: str = "instance") -> nn.Module:
+    return TarDAL(bn_mode=bn_mode)
+
+
+@register_fusion_model(
+    "tardal+",
+    vis_input="y",
+    output="y",
+    normalize="clip",
+    trainable=True,
+    paper=_PAPER,
+    licence="GPL-3.0",
+    url=_URL,
+    weights_file="tardal+.pt",
+    description="TarDAL generator with the detection-optimised weights; running BatchNorm statistics",
+)
+def tardal_plus(bn_mode: str = "running") -> nn.Module:
+    return TarDAL(bn_mode=bn_mode)
+
+
+@register_fusion_model(
+    "tardal++",
+    vis_input="y",
+    output="y",
+    normalize="clip",
+    trainable=True,
+    paper=_PAPER,
+    licence="GPL-3.0",
+    url=_URL,
+    weights_file="tardal++.pt",
+    description="TarDAL generator with the joint vision/detection weights; running BatchNorm statistics",
+)
+def tardal_plusplus(bn_mode: str = "running") -> nn.Module:
+    return TarDAL(bn_mode=bn_mode)

@@ -1,0 +1,131 @@
+"""``taskeval data {check,synth,info,cards}``: validate datasets, generate the synthetic benchmark."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from taskeval.cli.common import add_overrides, print_json
+from taskeval.config import load_config, parse_overrides
+from taskeval.data.card import FORMATS, builtin_cards, load_card, parse_card
+from taskeval.data.synth import SynthConfig, generate
+from taskeval.errors import ConfigError
+
+
+def _card_from_args(args):
+    if args.card:
+        return load_card(args.card, args.root)
+    if not args.format:
+        raise ConfigError("give --card CARD (name or YAML) or --format FORMAT --root DIR")
+    if args.format in builtin_cards():
+        return load_card(args.format, args.root)
+    if args.root is None:
+        raise ConfigError(f"--format {args.format} needs --root DIR")
+    root = Path(args.root)
+    if (root / "card.yaml").is_file():
+        return load_card(root / "card.yaml", root)
+    raw = {"name": root.name, "format": args.format, "root": str(root)}
+    if (root / "classes.txt").is_file():  # the YOLO convention: one class name per line
+        raw["det_classes"] = [ln.strip() for ln in (root / "classes.txt").read_text().splitlines() if ln.strip()]
+    if args.format == "folders" and (root / "labels").is_dir():
+        raw["options"] = {"det_labels": "labels"}
+    raw["options"] = {**raw.get("options", {}), **parse_overrides(args.option or [])}
+    if raw["options"].get("det_labels") and not raw.get("det_classes"):
+        raise ConfigError(f"{root}: detection labels need class names: add classes.txt to the root or use a card")
+    return parse_card(raw, None, "--format")
+
+
+def run_check(args) -> int:
+    from taskeval.data.check import check_dataset
+
+    card = _card_from_args(args)
+    report = check_dataset(card, args.split or None, progress=not args.json)
+    problems = report.problems
+    if args.json:
+        print_json({"card": card.name, "root": str(card.root), "ok": report.ok, "splits": report.split_sizes,
+                    "boxes": {s: dict(c) for s, c in report.box_counts.items()},
+                    "errors": len(problems.errors), "warnings": len(problems.warnings),
+                    "problems": [asdict(p) for p in problems.items]})
+        return 0 if report.ok else 1
+    con = Console()
+    t = Table(title=f"{card.name} ({card.format}) at {card.root}")
+    t.add_column("split")
+    t.add_column("pairs", justify="right")
+    t.add_column("boxes per class")
+    for split, n in report.split_sizes.items():
+        counts = report.box_counts.get(split, {})
+        names = card.det_classes
+        t.add_row(split, str(n), ", ".join(f"{names[c] if c < len(names) else c}: {k}"
+                                           for c, k in sorted(counts.items())) or "-")
+    con.print(t)
+    for p in problems.items:
+        con.print(f"[{'red' if p.severity == 'error' else 'yellow'}]{p.severity}[/] {p.kind}: {p.path}: {p.message}",
+                  highlight=False, soft_wrap=True)
+    if problems.items:
+        summary = Table(title="problems")
+        summary.add_column("severity")
+        summary.add_column("kind")
+        summary.add_column("count", justify="right")
+        for (sev, kind), k in sorted(problems.counts().items()):
+            summary.add_row(sev, kind, str(k))
+        con.print(summary)
+    con.print(f"{len(problems.errors)} error(s), {len(problems.warnings)} warning(s)")
+    return 0 if report.ok else 1
+
+
+def run_synth(args) -> int:
+    cfg = load_config(SynthConfig, args.config, args.overrides)
+    card = generate(args.out, cfg, progress=True)
+    print(f"synthetic dataset: {card.parent} ({cfg.n_train} train + {cfg.n_test} test pairs, "
+          f"{cfg.width}x{cfg.height}); card: {card}")
+    return 0
+
+
+def run_cards(args) -> int:
+    t = Table(title="built-in dataset cards")
+    for col in ("card", "format", "tasks", "classes", "root"):
+        t.add_column(col)
+    for name in builtin_cards():
+        try:
+            c = load_card(name)
+        except ConfigError as exc:
+            t.add_row(name, "?", "", "", f"error: {exc}")
+            continue
+        classes = f"det {len(c.det_classes)}" if c.det_classes else ""
+        if c.seg_classes:
+            classes += f"{', ' if classes else ''}seg {len(c.seg_classes)}"
+        t.add_row(name, c.format, ",".join(c.tasks), classes, str(c.root or "(set --root)"))
+    Console().print(t)
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("data", help="dataset tools: check, synth, cards")
+    dsub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+
+    c = dsub.add_parser("check", help="validate a dataset on disk and list every problem",
+                        description="Validate a dataset; exit status 1 when it has errors.")
+    c.add_argument("--format", choices=FORMATS + tuple(n for n in builtin_cards() if n not in FORMATS),
+                   help="dataset layout (or a built-in card name)")
+    c.add_argument("--root", help="dataset folder")
+    c.add_argument("--card", help="dataset card (built-in name or YAML path) instead of --format")
+    c.add_argument("--split", action="append", help="only these splits (repeatable)")
+    c.add_argument("-o", "--option", action="append", metavar="KEY=VALUE",
+                   help="reader option for --format, e.g. -o det_labels=labels_fusion -o vis=visible")
+    c.add_argument("--json", action="store_true", help="print the report as JSON")
+    c.set_defaults(func=run_check)
+
+    s = dsub.add_parser("synth", help="generate the synthetic RGB-T benchmark",
+                        description="Generate the deterministic synthetic dataset (see README). "
+                                    "Overrides: n_train, n_test, height, width, night_fraction, "
+                                    "misregistration_px, seed, ...")
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--config", help="YAML with SynthConfig fields")
+    add_overrides(s)
+    s.set_defaults(func=run_synth)
+
+    k = dsub.add_parser("cards", help="list the built-in dataset cards")
+    k.set_defaults(func=run_cards)

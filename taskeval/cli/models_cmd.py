@@ -1,0 +1,26 @@
+"""``taskeval models [PATTERN]``: list registered fusion methods with their metadata."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from fusion_models import get_fusion_spec, list_fusion_models
+
+
+def run(args) -> int:
+    t = Table(title="fusion methods")
+    for col in ("name", "vis input", "output", "trainable", "official weights", "paper"):
+        t.add_column(col)
+    for name in list_fusion_models(args.pattern):
+        s = get_fusion_spec(name)
+        t.add_row(name, s.vis_input, s.output + ("" if s.recolor or s.output == "rgb" else " (grey)"),
+                  "yes" if s.trainable else "no", s.weights_file or "-", s.paper or s.description)
+    Console().print(t)
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("models", help="list fusion methods (built-in and plug-ins)")
+    p.add_argument("pattern", nargs="?", default="*", help="shell wildcard, e.g. '*fusion*'")
+    p.set_defaults(func=run)

@@ -1,0 +1,207 @@
+"""A deterministic synthetic RGB-T benchmark in which fusion provably matters.
+
+Every scene has a cool IR background and a textured visible background (day) or a dark, noisy one
+(night), with four kinds of labelled objects:
+
+=========  ============================  ==========================================  ==================
+class      IR                            visible                                      who can see it
+=========  ============================  ==========================================  ==================
+person     warm: bright ellipse          camouflaged: background colour, faint edge  IR only
+car        warm engine, medium bright    coloured body by day, almost black at night  vis (day), IR
+cone       background temperature        orange/red triangle (lit, also at night)    visible only
+sign       background temperature        blue triangle, same shape and luminance     visible only
+=========  ============================  ==========================================  ==================
+
+plus unlabelled distractors (round warm blobs in IR, coloured squares in the visible image). Cones
+and signs differ only in hue, which a grey IR image cannot carry; people are invisible in the visible
+image. So IR-only loses cones and signs, visible-only loses people (and cars at night), and a fusion
+that keeps the IR intensity and the visible chroma can find all four. Optional misregistration
+shifts the IR image against the visible one (labels follow the visible image).
+
+Written in the generic ``folders`` layout with ``split_dirs``: ``<out>/<split>/{ir,vi,labels,masks}``
+plus ``<out>/card.yaml``, so every reader path of the project is exercised.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+from tqdm import tqdm
+
+from taskeval.imageio import write_png
+
+DET_CLASSES = ("person", "car", "cone", "sign")
+SEG_CLASSES = ("background",) + DET_CLASSES
+PALETTE = ((0, 0, 0), (220, 20, 60), (0, 0, 142), (250, 170, 30), (70, 130, 180))
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Size and difficulty of the synthetic dataset (defaults: the README's 2-core benchmark)."""
+
+    n_train: int = 120
+    n_test: int = 48
+    height: int = 128
+    width: int = 160
+    night_fraction: float = 0.5
+    objects_min: int = 2
+    objects_max: int = 5
+    ir_noise: float = 0.015
+    vis_noise: float = 0.01
+    night_vis_noise: float = 0.025
+    misregistration_px: int = 0
+    seed: int = 0
+
+
+def _smooth_noise(rng: np.random.Generator, h: int, w: int, cells: int) -> np.ndarray:
+    small = rng.random((cells, max(2, int(cells * w / h))), dtype=np.float32)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+
+
+def _background(rng, h, w, night):
+    ir = 0.30 + 0.10 * _smooth_noise(rng, h, w, 4) + 0.04 * _smooth_noise(rng, h, w, 12)
+    base = rng.uniform(0.35, 0.65, size=3).astype(np.float32)
+    tex = np.stack([_smooth_noise(rng, h, w, 10) for _ in range(3)], axis=-1)
+    vis = np.clip(base + 0.25 * (tex - 0.5), 0, 1)
+    return ir.astype(np.float32), vis.astype(np.float32)
+
+
+def _place(rng, h, w, bh, bw, taken):
+    for _ in range(30):
+        y, x = int(rng.integers(0, h - bh)), int(rng.integers(0, w - bw))
+        box = (x, y, x + bw, y + bh)
+        if all(box[2] <= t[0] or box[0] >= t[2] or box[3] <= t[1] or box[1] >= t[3] for t in taken):
+            taken.append(box)
+            return box
+    return None
+
+
+def _shape_mask(kind: str, bh: int, bw: int) -> np.ndarray:
+    m = np.zeros((bh, bw), np.uint8)
+    if kind == "person":
+        cv2.ellipse(m, (bw // 2, bh // 2), (max(1, bw // 2 - 1), max(1, bh // 2 - 1)), 0, 0, 360, 1, -1)
+    elif kind == "car":
+        cv2.rectangle(m, (0, bh // 3), (bw - 1, bh - 1), 1, -1)
+        cv2.rectangle(m, (bw // 5, 0), (4 * bw // 5, bh // 3), 1, -1)
+    elif kind in ("cone", "sign"):
+        pts = np.array([[bw // 2, 0], [0, bh - 1], [bw - 1, bh - 1]], np.int32)
+        cv2.fillPoly(m, [pts], 1)
+    else:  # square distractor
+        m[:] = 1
+    return m.astype(bool)
+
+
+def make_scene(cfg: SynthConfig, rng: np.random.Generator, night: bool):
+    """One pair: (ir HxW, vis HxWx3 float32 in [0,1], boxes (K,5) [cls,x1,y1,x2,y2], mask HxW uint8)."""
+    h, w = cfg.height, cfg.width
+    ir, vis = _background(rng, h, w, night)
+    mask = np.zeros((h, w), np.uint8)
+    boxes, taken = [], []
+    s = h / 128.0
+    sizes = {"person": ((16, 28), (6, 11)), "car": ((14, 22), (24, 40)), "cone": ((12, 18), (12, 18)),
+             "sign": ((12, 18), (12, 18))}
+    n = int(rng.integers(cfg.objects_min, cfg.objects_max + 1))
+    kinds = list(rng.choice(DET_CLASSES, size=n))
+    for kind in kinds:
+        (h0, h1), (w0, w1) = sizes[kind]
+        bh, bw = int(rng.integers(h0, h1 + 1) * s), int(rng.integers(w0, w1 + 1) * s)
+        box = _place(rng, h, w, bh, bw, taken)
+        if box is None:
+            continue
+        x1, y1, x2, y2 = box
+        m = _shape_mask(kind, bh, bw)
+        cls = DET_CLASSES.index(kind)
+        reg_ir, reg_vis = ir[y1:y2, x1:x2], vis[y1:y2, x1:x2]
+        if kind == "person":
+            reg_ir[m] = rng.uniform(0.82, 0.95)
+            reg_vis[m] = reg_vis[m] * 0.97 + 0.01  # camouflage: a faint 3% change
+        elif kind == "car":
+            reg_ir[m] = rng.uniform(0.55, 0.68)
+            colour = rng.uniform(0.0, 1.0, size=3).astype(np.float32)
+            colour[rng.integers(0, 3)] = rng.uniform(0.75, 1.0)
+            reg_vis[m] = colour
+        else:
+            lum = rng.uniform(0.45, 0.6)
+            rgb = np.array([1.0, 0.35, 0.05] if kind == "cone" else [0.05, 0.35, 1.0], np.float32)
+            rgb = rgb * lum / float(rgb @ np.array([0.299, 0.587, 0.114], np.float32))
+            reg_vis[m] = np.clip(rgb, 0, 1)
+        mask[y1:y2, x1:x2][m] = cls + 1
+        boxes.append([cls, x1, y1, x2, y2])
+    for _ in range(int(rng.integers(1, 4))):  # unlabelled distractors
+        r = int(rng.integers(4, 8) * s)
+        cy, cx = int(rng.integers(r, h - r)), int(rng.integers(r, w - r))
+        if mask[cy, cx] == 0:
+            cv2.circle(ir, (cx, cy), r, float(rng.uniform(0.6, 0.9)), -1)
+        box = _place(rng, h, w, int(10 * s), int(10 * s), taken)
+        if box is not None:
+            vis[box[1]:box[3], box[0]:box[2]] = rng.uniform(0, 1, size=3).astype(np.float32)
+    ir = cv2.GaussianBlur(ir, (3, 3), 0.8)
+    if night:
+        lit = mask >= 3  # cones and signs are lit / retro-reflective
+        dark = vis * 0.08
+        dark[lit] = vis[lit] * 0.8
+        vis = dark + rng.normal(0, cfg.night_vis_noise, vis.shape).astype(np.float32)
+    else:
+        vis = vis + rng.normal(0, cfg.vis_noise, vis.shape).astype(np.float32)
+    ir = ir + rng.normal(0, cfg.ir_noise, ir.shape).astype(np.float32)
+    if cfg.misregistration_px:
+        d = cfg.misregistration_px
+        shift = np.float32([[1, 0, rng.integers(-d, d + 1)], [0, 1, rng.integers(-d, d + 1)]])
+        ir = cv2.warpAffine(ir, shift, (w, h), borderMode=cv2.BORDER_REFLECT)
+    return (np.clip(ir, 0, 1).astype(np.float32), np.clip(vis, 0, 1).astype(np.float32),
+            np.asarray(boxes, np.float32).reshape(-1, 5), mask)
+
+
+def _yolo_lines(boxes: np.ndarray, h: int, w: int) -> str:
+    lines = []
+    for cls, x1, y1, x2, y2 in boxes:
+        lines.append(f"{int(cls)} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} "
+                     f"{(y2 - y1) / h:.6f}")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def card_dict(cfg: SynthConfig) -> dict:
+    return {
+        "name": "synth",
+        "format": "folders",
+        "description": "taskeval's synthetic RGB-T benchmark (taskeval.data.synth); generator settings in synth.json",
+        "root": ".",
+        "tasks": ["detection", "segmentation"],
+        "det_classes": list(DET_CLASSES),
+        "seg_classes": list(SEG_CLASSES),
+        "palette": [list(c) for c in PALETTE],
+        "options": {"ir": "ir", "vis": "vi", "det_labels": "labels", "seg_labels": "masks", "split_dirs": True},
+        "expected_counts": {"train": cfg.n_train, "test": cfg.n_test},
+    }
+
+
+def generate(out: str | Path, cfg: SynthConfig = SynthConfig(), progress: bool = True) -> Path:
+    """Write the dataset to ``out`` and return the path of its card. Same config -> same bytes."""
+    out = Path(out)
+    existing = out / "synth.json"
+    if existing.is_file():
+        if json.loads(existing.read_text()) == asdict(cfg):
+            return out / "card.yaml"
+        raise FileExistsError(f"{out} holds a synthetic dataset made with other settings; choose another --out")
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} exists and is not empty; choose another --out")
+    for split, n, offset in (("train", cfg.n_train, 0), ("test", cfg.n_test, 1_000_000)):
+        for sub in ("ir", "vi", "labels", "masks"):
+            (out / split / sub).mkdir(parents=True, exist_ok=True)
+        for i in tqdm(range(n), desc=f"synth {split}", disable=not progress, unit="pair"):
+            rng = np.random.default_rng([cfg.seed, offset + i])
+            night = bool(rng.random() < cfg.night_fraction)
+            ir, vis, boxes, mask = make_scene(cfg, rng, night)
+            sid = f"{split}{i:05d}{'N' if night else 'D'}"
+            write_png(out / split / "ir" / f"{sid}.png", np.rint(ir * 255).astype(np.uint8))
+            write_png(out / split / "vi" / f"{sid}.png", np.rint(vis * 255).astype(np.uint8))
+            write_png(out / split / "masks" / f"{sid}.png", mask)
+            (out / split / "labels" / f"{sid}.txt").write_text(_yolo_lines(boxes, cfg.height, cfg.width))
+    (out / "card.yaml").write_text(yaml.safe_dump(card_dict(cfg), sort_keys=False))
+    (out / "synth.json").write_text(json.dumps(asdict(cfg), indent=1))
+    return out / "card.yaml"

@@ -1,0 +1,147 @@
+"""Run directories: every command writes into its own folder with its resolved config, versions, git
+commit, hardware, seeds and a log. Files are written atomically; nothing is overwritten silently."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import yaml
+
+from taskeval.errors import TaskevalError
+
+PACKAGES = ("taskeval", "torch", "torchvision", "ultralytics-opencv-headless", "ultralytics",
+            "segmentation-models-pytorch", "torchmetrics", "pycocotools", "faster-coco-eval", "numpy",
+            "opencv-python-headless", "h5py", "timm")
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: str | Path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=False, default=str) + "\n")
+
+
+def versions() -> dict[str, str]:
+    out = {"python": sys.version.split()[0]}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def hardware() -> dict:
+    info = {"platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count()}
+    try:
+        import torch
+
+        info["torch_threads"] = torch.get_num_threads()
+        info["cuda"] = torch.cuda.is_available()
+        if torch.cuda.is_available():
+            info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    except ImportError:
+        pass
+    return info
+
+
+def git_commit(path: Path | None = None) -> dict:
+    """Commit and dirty flag of the taskeval checkout (empty when not installed from git)."""
+    path = path or Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(path), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip() != ""
+        return {"commit": commit, "dirty": dirty}
+    except (OSError, subprocess.SubprocessError):
+        return {}
+
+
+def provenance(config: dict | None = None, seeds=None) -> dict:
+    return {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": sys.argv,
+        "versions": versions(),
+        "git": git_commit(),
+        "hardware": hardware(),
+        "seeds": list(seeds) if seeds is not None else None,
+        "config": config,
+    }
+
+
+@dataclass
+class RunDir:
+    """A run's folder. ``create`` refuses an existing non-empty folder unless ``resume=True``."""
+
+    path: Path
+
+    @classmethod
+    def create(cls, out: str | Path | None, command: str, resume: bool = False, base: str | Path = "runs") -> "RunDir":
+        if out is None:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            out = Path(base) / command / stamp
+            k = 1
+            while out.exists():
+                out = Path(base) / command / f"{stamp}-{k}"
+                k += 1
+        out = Path(out)
+        if out.exists() and any(out.iterdir()) and not resume:
+            raise TaskevalError(f"run directory {out} exists and is not empty; pass --resume to continue it "
+                                "or choose another --out (results are never overwritten silently)")
+        out.mkdir(parents=True, exist_ok=True)
+        return cls(out)
+
+    def write_provenance(self, config: dict | None, seeds=None) -> None:
+        prov = provenance(config, seeds)
+        atomic_write_text(self.path / "config.yaml", yaml.safe_dump(config or {}, sort_keys=False))
+        name = "provenance.json"
+        if (self.path / name).exists():  # a resumed run keeps the first record and adds one per resume
+            k = 1
+            while (self.path / f"provenance.resume{k}.json").exists():
+                k += 1
+            name = f"provenance.resume{k}.json"
+        atomic_write_json(self.path / name, prov)
+
+    def attach_log(self, level: int = logging.INFO) -> logging.Handler:
+        handler = logging.FileHandler(self.path / "taskeval.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setLevel(level)
+        root = logging.getLogger()
+        root.addHandler(handler)
+        if root.level > level or root.level == logging.NOTSET:
+            root.setLevel(level)
+        return handler
+
+    def third_party_dir(self) -> Path:
+        """Where ultralytics' settings, fonts and caches live for this run."""
+        p = self.path / "third_party"
+        p.mkdir(exist_ok=True)
+        return p
