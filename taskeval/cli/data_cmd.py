@@ -11,6 +11,7 @@ from rich.table import Table
 from taskeval.cli.common import add_overrides, print_json
 from taskeval.config import load_config, parse_overrides
 from taskeval.data.card import FORMATS, builtin_cards, load_card, parse_card
+from taskeval.data.labels import read_class_names
 from taskeval.data.synth import SynthConfig, generate
 from taskeval.errors import ConfigError
 
@@ -29,7 +30,7 @@ def _card_from_args(args):
         return load_card(root / "card.yaml", root)
     raw = {"name": root.name, "format": args.format, "root": str(root)}
     if (root / "classes.txt").is_file():  # the YOLO convention: one class name per line
-        raw["det_classes"] = [ln.strip() for ln in (root / "classes.txt").read_text().splitlines() if ln.strip()]
+        raw["det_classes"] = list(read_class_names(root / "classes.txt"))
     if args.format == "folders" and (root / "labels").is_dir():
         raw["options"] = {"det_labels": "labels"}
     raw["options"] = {**raw.get("options", {}), **parse_overrides(args.option or [])}

@@ -135,6 +135,22 @@ def read_voc_xml(path: str | Path, class_names: tuple[str, ...], size_hw: tuple[
     return _finish_boxes(rows, path, h, w, problems, box_policy)
 
 
+def read_class_names(path: str | Path) -> tuple[str, ...]:
+    """Class names from a ``classes.txt`` (one name per line, optionally ``"<id> <name>"`` in id order)."""
+    names = []
+    for k, line in enumerate(Path(path).read_text().splitlines()):
+        parts = line.split(maxsplit=1)
+        if not parts:
+            continue
+        if len(parts) == 2 and parts[0].isdigit():
+            if int(parts[0]) != len(names):
+                raise ValueError(f"{path}: line {k + 1}: ids must run 0, 1, 2... in order, got {parts[0]}")
+            names.append(parts[1].strip())
+        else:
+            names.append(line.strip())
+    return tuple(names)
+
+
 def read_mask(path: str | Path, num_classes: int, ignore_index: int, size_hw: tuple[int, int] | None = None,
               palette: tuple[tuple[int, int, int], ...] = (), problems: Problems | None = None) -> np.ndarray:
     """Read a label PNG as int64 class ids ``(H, W)``.
