@@ -318,7 +318,8 @@ class IGNet(nn.Module):
             raise ValueError(f"IGNet: visible must be (N,1,H,W) luminance or (N,3,H,W) YCrCb, "
                              f"got shape {tuple(vis.shape)}")
         if vis.shape[0] != ir.shape[0] or vis.shape[-2:] != ir.shape[-2:]:
-            raise ValueError(f"IGNet: IR {tuple(ir.shape)} and visible {tuple(vis.shape)} differ in batch or size")
+            raise ValueError(f"IGNet: IR {tuple(ir.shape)} and visible {tuple(vis.shape)} "
+                             "differ in batch or size")
         h, w = ir.shape[-2:]
         pad = (0, -w % SIZE_MULTIPLE, 0, -h % SIZE_MULTIPLE)
         x_ir, x_vis = ir, vis[:, :1]

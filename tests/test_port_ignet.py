@@ -161,7 +161,7 @@ def test_running_mode_is_batch_independent_and_differs_from_instance():
 
 
 def test_sample_norm_against_batchnorm():
-    """Eval per-sample = train-mode BatchNorm2d per sample; eval running = BatchNorm2d eval; training = BatchNorm2d."""
+    """SampleNorm2d against nn.BatchNorm2d in the three situations the port relies on."""
     torch.manual_seed(4)
     ref = torch.nn.BatchNorm2d(5)
     with torch.no_grad():

@@ -34,8 +34,20 @@ def _card_from_args(args):
     if args.format == "folders" and (root / "labels").is_dir():
         raw["options"] = {"det_labels": "labels"}
     raw["options"] = {**raw.get("options", {}), **parse_overrides(args.option or [])}
+    for key, value in (("det_classes", args.det_classes), ("seg_classes", args.seg_classes)):
+        if value in builtin_cards():  # take the class list (and palette) of a built-in card
+            other = load_card(value)
+            raw[key] = list(getattr(other, key))
+            if key == "seg_classes" and other.palette:
+                raw["palette"] = [list(c) for c in other.palette]
+        elif value:
+            raw[key] = [c.strip() for c in value.split(",") if c.strip()]
     if raw["options"].get("det_labels") and not raw.get("det_classes"):
-        raise ConfigError(f"{root}: detection labels need class names: add classes.txt to the root or use a card")
+        raise ConfigError(f"{root}: detection labels need class names: add classes.txt to the root, pass "
+                          "--det-classes, or use a card")
+    if raw["options"].get("seg_labels") and not raw.get("seg_classes"):
+        raise ConfigError(f"{root}: segmentation labels need class names: pass --seg-classes a,b,c (or a "
+                          "built-in card name such as msrs), or use a card")
     return parse_card(raw, None, "--format")
 
 
@@ -116,6 +128,9 @@ def register(sub) -> None:
     c.add_argument("--split", action="append", help="only these splits (repeatable)")
     c.add_argument("-o", "--option", action="append", metavar="KEY=VALUE",
                    help="reader option for --format, e.g. -o det_labels=labels_fusion -o vis=visible")
+    c.add_argument("--det-classes", help="detection class names a,b,c (or a built-in card name)")
+    c.add_argument("--seg-classes", help="segmentation class names a,b,c (or a built-in card name: "
+                                         "its classes and palette)")
     c.add_argument("--json", action="store_true", help="print the report as JSON")
     c.set_defaults(func=run_check)
 

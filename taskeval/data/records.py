@@ -37,14 +37,18 @@ def list_stems(folder: Path, problems: Problems, suffixes=IMAGE_SUFFIXES) -> dic
     return out
 
 
-def pair_folders(ir_dir: Path, vis_dir: Path, problems: Problems) -> dict[str, tuple[Path, Path]]:
-    """Match IR and visible files by stem; a file without its partner is an error (never skipped silently)."""
+def pair_folders(ir_dir: Path, vis_dir: Path, problems: Problems) -> tuple[dict[str, tuple[Path, Path]], set[str]]:
+    """Match IR and visible files by stem; a file without its partner is an error (never skipped silently).
+
+    Returns the complete pairs and every stem seen in either folder (so that the label of a pair that
+    lost one image is reported once, as a missing partner, not again as an orphan label).
+    """
     irs, viss = list_stems(ir_dir, problems), list_stems(vis_dir, problems)
     for stem in sorted(set(irs) - set(viss)):
         problems.error("missing-partner", irs[stem], f"no visible image {stem}.* in {vis_dir}")
     for stem in sorted(set(viss) - set(irs)):
         problems.error("missing-partner", viss[stem], f"no IR image {stem}.* in {ir_dir}")
-    return {s: (irs[s], viss[s]) for s in sorted(set(irs) & set(viss))}
+    return {s: (irs[s], viss[s]) for s in sorted(set(irs) & set(viss))}, set(irs) | set(viss)
 
 
 def attach_labels(ids: list[str], label_dir: Path, suffixes: tuple[str, ...], problems: Problems,

@@ -30,7 +30,7 @@ def discover(card, split: str, problems: Problems) -> list[PairRecord]:
     opts = {**DEFAULTS, **card.options}
     root = card.require_root()
     base = root / split if opts["split_dirs"] else root
-    pairs = pair_folders(base / opts["ir"], base / opts["vis"], problems)
+    pairs, seen = pair_folders(base / opts["ir"], base / opts["vis"], problems)
     ids = sorted(pairs)
     if not opts["split_dirs"] and split != "all":
         if split not in card.split_files:
@@ -42,8 +42,8 @@ def discover(card, split: str, problems: Problems) -> list[PairRecord]:
     det = seg = {}
     if opts["det_labels"]:
         suffix = (".txt",) if opts["det_format"] == "yolo" else (".xml",)
-        det = attach_labels(ids, base / opts["det_labels"], suffix, problems, "detection label", set(pairs))
+        det = attach_labels(ids, base / opts["det_labels"], suffix, problems, "detection label", seen)
     if opts["seg_labels"]:
         seg = attach_labels(ids, base / opts["seg_labels"], (".png", ".bmp", ".tif"), problems,
-                            "segmentation label", set(pairs))
+                            "segmentation label", seen)
     return [PairRecord(i, *pairs[i], det=det.get(i), seg=seg.get(i)) for i in ids]

@@ -12,9 +12,9 @@ def splits(card) -> tuple[str, ...]:
 
 def discover(card, split: str, problems: Problems) -> list[PairRecord]:
     root = card.require_root()
-    pairs = pair_folders(root / "infrared" / split, root / "visible" / split, problems)
+    pairs, seen = pair_folders(root / "infrared" / split, root / "visible" / split, problems)
     ids = sorted(pairs)
-    every = set(ids)
+    every = set(seen)
     for other in splits(card):
         if other != split and (root / "infrared" / other).is_dir():
             every |= set(list_stems(root / "infrared" / other, Problems(collect=True)))

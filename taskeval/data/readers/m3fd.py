@@ -36,7 +36,7 @@ def splits(card) -> tuple[str, ...]:
 def discover(card, split: str, problems: Problems) -> list[PairRecord]:
     root = card.require_root()
     ir_dir, vis_dir, label_dir, suffix = LAYOUTS[layout(root)]
-    pairs = pair_folders(root / ir_dir, root / vis_dir, problems)
+    pairs, seen = pair_folders(root / ir_dir, root / vis_dir, problems)
     ids = sorted(pairs)
     if split != "all":
         split_file = card.split_file(split)
@@ -47,6 +47,6 @@ def discover(card, split: str, problems: Problems) -> list[PairRecord]:
         by_frame = {stem.removeprefix("M3FD_"): stem for stem in pairs}
         frames = select_ids(by_frame, read_id_file(split_file, problems), split_file, problems)
         ids = [by_frame[f] for f in frames]
-    det = attach_labels(ids, root / label_dir, (suffix,), problems, "detection label", set(pairs)) \
+    det = attach_labels(ids, root / label_dir, (suffix,), problems, "detection label", seen) \
         if (root / label_dir).is_dir() else {}
     return [PairRecord(i, *pairs[i], det=det.get(i)) for i in ids]

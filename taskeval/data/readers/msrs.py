@@ -20,10 +20,10 @@ def discover(card, split: str, problems: Problems) -> list[PairRecord]:
     if not base.is_dir():
         problems.error("missing-folder", base, f"MSRS split folder {split!r} not found (expected train/ and test/)")
         return []
-    pairs = pair_folders(base / "ir", base / "vi", problems)
+    pairs, seen = pair_folders(base / "ir", base / "vi", problems)
     ids = sorted(pairs)
     seg_dir = base / card.options.get("seg_labels", "Segmentation_labels")
     det_dir = base / card.options.get("det_labels", "labels")
-    seg = attach_labels(ids, seg_dir, (".png",), problems, "segmentation label") if seg_dir.is_dir() else {}
-    det = attach_labels(ids, det_dir, (".txt",), problems, "detection label") if det_dir.is_dir() else {}
+    seg = attach_labels(ids, seg_dir, (".png",), problems, "segmentation label", seen) if seg_dir.is_dir() else {}
+    det = attach_labels(ids, det_dir, (".txt",), problems, "detection label", seen) if det_dir.is_dir() else {}
     return [PairRecord(i, *pairs[i], det=det.get(i), seg=seg.get(i)) for i in ids]

@@ -1,0 +1,150 @@
+"""``DetProtocol``: everything that decides a detection number, as one frozen, hashable value.
+
+A protocol's id is its name plus a short hash of all its fields (``quick-3f2a1b``); it goes into every
+result row, so two numbers are comparable only when their protocol ids are equal. Execution settings
+that do not change the result on a given machine (device, dataloader workers, threads) are not part of
+it.
+
+Presets:
+
+``paper``
+    What the fusion papers use: YOLOv5s at 640 px, trained from the same initialisation on every
+    method's images. Hyper-parameters are YOLOv5's ``hyp.scratch-low.yaml`` defaults (SGD, lr0 0.01,
+    momentum 0.937, weight decay 5e-4, 3 warm-up epochs, mosaic 1.0, HSV and flip augmentation);
+    100 epochs and batch 16 are YOLOv5's ``train.py`` defaults (the papers do not publish theirs).
+    Note: ultralytics builds ``yolov5s.yaml`` as the anchor-free YOLOv5u (same backbone, ultralytics'
+    head and loss), not the anchor-based YOLOv5 of the papers; papers usually start from COCO weights:
+    pass ``pretrained=/path/to/yolov5su.pt`` to do the same (never downloaded).
+``quick``
+    A CPU protocol for the synthetic benchmark (``SynthConfig()``: 120 training pairs of 160x128): YOLOv8n
+    at 160 px. Ultralytics' defaults learn nothing on so little data (gradients accumulate to a nominal
+    batch of 64, i.e. two optimiser steps per epoch; mosaic and warm-up eat the few epochs there are), so
+    it steps every batch (``nbs = batch``), uses AdamW without warm-up or mosaic, and keeps the hue
+    fixed (cones and signs differ only in hue). Tuned so that one training run takes about half a minute
+    on 2 CPU cores; numbers from it rank methods, they are not paper numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+from taskeval.config import load_config
+from taskeval.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DetProtocol:
+    """Training and prediction settings of the detector (ultralytics argument names where they exist).
+
+    Attributes:
+        name: preset or user name; with the hash of the other fields it forms :meth:`id`.
+        model: ultralytics model YAML (``yolov5s.yaml`` builds YOLOv5u, ``yolov8n.yaml``, ``yolo11n.yaml``)
+            or a path to one.
+        pretrained: checkpoint whose matching weights initialise the model (an explicit local path; no
+            download), or None to train from scratch.
+        imgsz: training and prediction image size in pixels (long side, letterboxed).
+        epochs, batch: training length and batch size (images).
+        nbs: nominal batch size; gradients accumulate over ``round(nbs / batch)`` batches per step.
+        optimizer: "SGD", "Adam", "AdamW", ... (ultralytics names).
+        lr0, lrf, momentum, weight_decay, warmup_epochs, cos_lr: optimiser schedule.
+        mosaic, close_mosaic, mixup, hsv_h, hsv_s, hsv_v, degrees, translate, scale, fliplr: augmentation.
+        cache: keep decoded training images in RAM (faster; same numbers).
+        conf, iou, max_det: prediction confidence floor, NMS IoU, detections per image (YOLOv5's ``val.py``
+            settings: everything above 0.001 is kept so the AP curve is complete).
+        seed: default seed (``--seeds`` overrides it per run).
+        val_images: number of training images ultralytics validates on for its own logs (taskeval scores
+            the test split itself and keeps the last epoch's weights, so nothing is selected on test).
+    """
+
+    name: str = "custom"
+    model: str = "yolov5s.yaml"
+    pretrained: str | None = None
+    imgsz: int = 640
+    epochs: int = 100
+    batch: int = 16
+    nbs: int = 64
+    optimizer: str = "SGD"
+    lr0: float = 0.01
+    lrf: float = 0.01
+    momentum: float = 0.937
+    weight_decay: float = 0.0005
+    warmup_epochs: float = 3.0
+    cos_lr: bool = False
+    mosaic: float = 1.0
+    close_mosaic: int = 10
+    mixup: float = 0.0
+    hsv_h: float = 0.015
+    hsv_s: float = 0.7
+    hsv_v: float = 0.4
+    degrees: float = 0.0
+    translate: float = 0.1
+    scale: float = 0.5
+    fliplr: float = 0.5
+    cache: bool = False
+    conf: float = 0.001
+    iou: float = 0.6
+    max_det: int = 300
+    seed: int = 0
+    val_images: int = 8
+
+    def short_hash(self) -> str:
+        """6 hex digits of the SHA-256 of every field but ``name`` and ``seed`` (the seed has its own column)."""
+        d = {k: v for k, v in asdict(self).items() if k not in ("name", "seed")}
+        if self.pretrained:
+            d["pretrained"] = _file_digest(Path(self.pretrained))
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:6]
+
+    @property
+    def id(self) -> str:
+        """``<name>-<hash>``, the value of ``Row.protocol``."""
+        return f"{self.name}-{self.short_hash()}"
+
+    def train_args(self) -> dict:
+        """The ultralytics ``train()`` keyword arguments this protocol fixes."""
+        keys = ("imgsz", "epochs", "batch", "nbs", "optimizer", "lr0", "lrf", "momentum", "weight_decay",
+                "warmup_epochs", "cos_lr", "mosaic", "close_mosaic", "mixup", "hsv_h", "hsv_s", "hsv_v",
+                "degrees", "translate", "scale", "fliplr", "cache")
+        return {k: getattr(self, k) for k in keys}
+
+
+def _file_digest(path: Path) -> str:
+    if not path.is_file():
+        from taskeval.errors import WeightsError
+
+        raise WeightsError(f"pretrained detector weights not found: {path} (weights are never downloaded; "
+                           "give a local .pt file)")
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+PRESETS: dict[str, DetProtocol] = {
+    "paper": DetProtocol(name="paper"),
+    "quick": DetProtocol(
+        name="quick", model="yolov8n.yaml", imgsz=160, epochs=30, batch=8, nbs=8, optimizer="AdamW", lr0=0.002,
+        warmup_epochs=0.0, cos_lr=False, mosaic=0.0, close_mosaic=0, hsv_h=0.0, hsv_s=0.2, hsv_v=0.2,
+        translate=0.1, scale=0.2, cache=True, max_det=100),
+}
+
+
+def load_protocol(spec: str = "quick", overrides: list[str] | None = None) -> DetProtocol:
+    """A preset name or a YAML file of :class:`DetProtocol` fields, then ``key=value`` overrides.
+
+    A protocol changed by overrides keeps its name; its hash (and so its id) changes.
+    """
+    if spec in PRESETS:
+        base = asdict(PRESETS[spec])
+        return load_config(DetProtocol, None, overrides, base=base)
+    path = Path(spec)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        proto = load_config(DetProtocol, path, overrides)
+        return proto if proto.name != "custom" else replace(proto, name=path.stem)
+    from taskeval.registry import suggest
+
+    raise ConfigError(f"unknown detection protocol {spec!r}{suggest(spec, PRESETS)}; presets: "
+                      f"{', '.join(PRESETS)}, or a YAML file with fields {', '.join(f.name for f in fields(DetProtocol))}")

@@ -1,0 +1,78 @@
+"""Keep ultralytics offline and its state inside a folder taskeval chooses (the run directory).
+
+What ultralytics does by default and what stops it (see TOOLCHAIN.md):
+
+* reads ``YOLO_CONFIG_DIR`` once, at import, for ``settings.json`` and fonts: set before the first import;
+* probes DNS at import: ``YOLO_OFFLINE=1`` (its ``ONLINE`` and ``AUTOINSTALL`` flags are forced off if it
+  was imported earlier in the process without them);
+* downloads ``Arial.ttf`` at every dataset check: matplotlib's DejaVuSans.ttf is copied in its place;
+* telemetry, hub and experiment-tracker callbacks (MLflow writes ``./mlruns``): disabled in its settings;
+* ``pip install`` of missing packages: ``YOLO_AUTOINSTALL=0``;
+* threads: it trains on ``ultralytics.utils.torch_utils.NUM_THREADS`` threads on the CPU (1 on a 2-core
+  machine); taskeval sets that number explicitly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_INTEGRATIONS = ("sync", "hub", "clearml", "comet", "dvc", "mlflow", "neptune", "raytune", "tensorboard", "wandb",
+                 "vscode_msg", "openvino_msg")
+
+
+def _copy_font(config_dir: Path) -> None:
+    target = config_dir / "Arial.ttf"
+    if target.is_file():
+        return
+    import matplotlib
+
+    source = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+    config_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+
+
+def prepare(state_dir: str | Path | None = None, threads: int | None = None):
+    """Configure ultralytics for an offline run and return the imported ``ultralytics`` module.
+
+    Args:
+        state_dir: folder for ultralytics' settings, font and matplotlib cache (normally
+            ``<run>/third_party``). Only honoured if ultralytics is not imported yet in this process;
+            otherwise the folder it already uses gets the font and settings (logged). None keeps
+            ``$YOLO_CONFIG_DIR`` (or ultralytics' default).
+        threads: CPU threads for training and inference (None: ``torch.get_num_threads()``).
+    """
+    import torch
+
+    os.environ["YOLO_OFFLINE"] = "1"
+    os.environ["YOLO_AUTOINSTALL"] = "0"
+    if state_dir is not None:
+        state_dir = Path(state_dir).resolve()
+        state_dir.mkdir(parents=True, exist_ok=True)
+        if "ultralytics" not in sys.modules:
+            os.environ["YOLO_CONFIG_DIR"] = str(state_dir)
+        os.environ.setdefault("MPLCONFIGDIR", str(state_dir / "matplotlib"))
+    import ultralytics
+    import ultralytics.utils as uu
+    import ultralytics.utils.torch_utils as tu
+
+    if state_dir is not None and not Path(uu.USER_CONFIG_DIR).is_relative_to(state_dir):
+        log.info("ultralytics was imported before taskeval set its state folder; it keeps using %s",
+                 uu.USER_CONFIG_DIR)
+    for name, module in list(sys.modules.items()):  # flags read at import, if it was imported before
+        for flag in ("ONLINE", "AUTOINSTALL"):
+            if name.startswith("ultralytics") and getattr(module, flag, False) is True:
+                setattr(module, flag, False)
+    _copy_font(Path(uu.USER_CONFIG_DIR))
+    off = {k: False for k in _INTEGRATIONS if k in uu.SETTINGS and uu.SETTINGS[k] is not False}
+    if off:
+        uu.SETTINGS.update(off)
+    n = threads or torch.get_num_threads()
+    tu.NUM_THREADS = n  # select_device() calls torch.set_num_threads(NUM_THREADS) on the CPU
+    torch.set_num_threads(n)
+    return ultralytics

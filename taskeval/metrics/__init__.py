@@ -1,0 +1,1 @@
+"""Metrics: detection (COCO mAP), segmentation and fusion quality."""
