@@ -24,11 +24,11 @@ class VisOnly(nn.Module):
 
 @register_fusion_model("ir", vis_input="y", output="y", recolor=False, trainable=False,
                        description="IR image only (reference row)")
-def ir(**kwargs) -> nn.Module:
+def ir() -> nn.Module:
     return IROnly()
 
 
 @register_fusion_model("vis", vis_input="rgb", output="rgb", trainable=False,
                        description="visible image only (reference row)")
-def vis(**kwargs) -> nn.Module:
+def vis() -> nn.Module:
     return VisOnly()

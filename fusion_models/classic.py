@@ -140,12 +140,12 @@ _META = dict(vis_input="y", output="y", trainable=False, licence="MIT (taskeval)
 
 
 @register_fusion_model("average", description="mean of IR and visible luminance", **_META)
-def average(**kwargs) -> nn.Module:
+def average() -> nn.Module:
     return AverageFusion()
 
 
 @register_fusion_model("max", description="pixel-wise maximum of IR and visible luminance", **_META)
-def max_rule(**kwargs) -> nn.Module:
+def max_rule() -> nn.Module:
     return MaxFusion()
 
 

@@ -129,11 +129,6 @@ def fuse_split(ds: PairedDataset, method: str, cache_dir: str | Path, weights: s
             if model is None:
                 model = create_fusion_model(method, weights=weights, device=device)
             model.eval()
-            texts = None
-            if spec.needs_text and text_dir is not None:
-                from fusion_models.film import load_text_embeddings
-
-                texts = load_text_embeddings(text_dir, ds.ids)
             bar = tqdm(total=len(todo), desc=f"fuse {method} {ds.card.name}/{ds.split}", unit="pair",
                        disable=not progress)
             for batch in _size_groups(ds, todo, batch_size):
@@ -141,8 +136,10 @@ def fuse_split(ds: PairedDataset, method: str, cache_dir: str | Path, weights: s
                 ir = torch.from_numpy(np.stack([p[0] for p in pairs]))[:, None].to(device)
                 vis = torch.from_numpy(np.stack([p[1] for p in pairs])).permute(0, 3, 1, 2).to(device)
                 text = None
-                if texts is not None:
-                    text = torch.stack([texts[ds.ids[i]] for i in batch]).to(device)
+                if spec.needs_text and text_dir is not None:
+                    from fusion_models.film import load_text_embeddings
+
+                    text = load_text_embeddings(text_dir, [ds.ids[i] for i in batch]).to(device)
                 with torch.no_grad():
                     out = apply_fusion(model, ir, vis, text=text)
                 if not torch.isfinite(out).all():

@@ -1,8 +1,109 @@
-"""``taskeval fuse``: fuse a dataset split or two folders with a method (issue 3)."""
+"""``taskeval fuse``: fuse a dataset split or two folders; ``taskeval fuse train``: train a fusion network."""
 
-from taskeval.cli.common import planned
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from taskeval.cli.common import add_overrides
+from taskeval.config import load_config, to_dict
+from taskeval.data.card import load_card, parse_card
+from taskeval.data.dataset import PairedDataset
+from taskeval.errors import ConfigError
+from taskeval.rundir import RunDir
+
+
+def default_cache() -> Path:
+    return Path(os.environ.get("TASKEVAL_CACHE", "runs/cache"))
+
+
+def _dataset(args) -> PairedDataset:
+    if args.data:
+        card = load_card(args.data, args.root)
+        return PairedDataset(card, args.split, size_policy=args.size_policy)
+    if not (args.ir and args.vis):
+        raise ConfigError("give --data CARD (with --split) or both --ir DIR and --vis DIR")
+    ir, vis = Path(args.ir).resolve(), Path(args.vis).resolve()
+    card = parse_card({"name": ir.parent.name or "folders", "format": "folders", "root": str(ir.parent),
+                       "options": {"ir": ir.name, "vis": os.path.relpath(vis, ir.parent)}}, None, "--ir/--vis")
+    return PairedDataset(card, "all", size_policy=args.size_policy)
+
+
+def run_fuse(args) -> int:
+    from taskeval.fusedset import fuse_split
+
+    ds = _dataset(args)
+    fused = fuse_split(ds, args.method, args.cache or default_cache(), weights=args.weights, device=args.device,
+                       batch_size=args.batch_size, text_dir=args.text_dir)
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        clashes = [i for i in fused.ids if (out / f"{i}.png").exists()]
+        if clashes and not args.overwrite:
+            raise ConfigError(f"{out} already holds {len(clashes)} of these files (e.g. {clashes[0]}.png); "
+                              "pass --overwrite or choose another --out")
+        for sid, src in fused.paths.items():
+            shutil.copyfile(src, out / f"{sid}.png")
+    where = out if out is not None else Path(fused.meta["h5"]).with_suffix("") / ds.split
+    print(f"fused {len(fused.ids)} pairs of {ds.card.name}/{ds.split} with {args.method} -> {where} "
+          f"(cache key {fused.key})")
+    return 0
+
+
+def run_train(args) -> int:
+    from taskeval.fusion_train import FusionTrainConfig, train_fusion
+
+    cfg = load_config(FusionTrainConfig, args.config, args.overrides)
+    card = load_card(args.data, args.root)
+    ds = PairedDataset(card, args.split, size_policy=args.size_policy)
+    run = RunDir.create(args.out, f"fuse-train-{args.method}", resume=args.resume)
+    run.write_provenance({"method": args.method, "data": card.name, "split": args.split,
+                          "init_weights": args.weights, **to_dict(cfg)}, seeds=[cfg.seed])
+    run.attach_log()
+    path = train_fusion(args.method, ds, run.path, cfg, device=args.device, init_weights=args.weights)
+    print(f"trained {args.method} on {card.name}/{args.split}: {path}\n"
+          f"use it with: taskeval fuse --method {args.method} --weights {path} ...")
+    return 0
+
+
+def _common(p) -> None:
+    p.add_argument("--method", required=True, help="registered fusion method (see 'taskeval models')")
+    p.add_argument("--weights", help="checkpoint path, or 'official' (looked up in $TASKEVAL_WEIGHTS_DIR)")
+    p.add_argument("--data", help="dataset card (built-in name or YAML)")
+    p.add_argument("--root", help="dataset root (overrides the card's)")
+    p.add_argument("--split", default="test", help="split to use (default test)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
+    p.add_argument("--size-policy", default="error", choices=("error", "resize-ir"),
+                   help="IR/visible size mismatch: error (default) or resize IR to the visible size (logged)")
 
 
 def register(sub) -> None:
-    planned(sub, "fuse", "fuse a dataset split or two folders with a fusion method",
-            "fuse with a registered method and weights, batched, writing PNGs and an HDF5 cache", 3)
+    register_train(sub)
+    p = sub.add_parser("fuse", help="fuse a dataset split or two folders; 'fuse train' trains a fusion network",
+                       description="Fuse with a registered method (batched, cached in HDF5 keyed by method, "
+                                   "weights and inputs). Use 'taskeval fuse train ...' to train a learned method "
+                                   "with the unsupervised fusion loss.")
+    _common(p)
+    p.add_argument("--ir", help="folder of IR images (instead of --data)")
+    p.add_argument("--vis", help="folder of visible images (instead of --data)")
+    p.add_argument("--out", help="write the fused PNGs here (default: only the cache)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing files in --out")
+    p.add_argument("--cache", help="cache folder (default $TASKEVAL_CACHE or runs/cache)")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--text-dir", help="per-image text embeddings <id>.npy for methods that take text (FILM)")
+    p.set_defaults(func=run_fuse)
+
+
+def register_train(sub) -> None:
+    t = sub.add_parser("fuse-train", help="train a fusion network with the unsupervised fusion loss",
+                       description="Train a learned fusion method on a dataset split with intensity + gradient + "
+                                   "SSIM losses. Overrides: epochs, batch, crop, lr, seed, loss.w_int, "
+                                   "loss.w_grad, loss.w_ssim, max_pairs.")
+    _common(t)
+    t.set_defaults(split="train")
+    t.add_argument("--out", help="run directory")
+    t.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    t.add_argument("--config", help="YAML with FusionTrainConfig fields")
+    add_overrides(t)
+    t.set_defaults(func=run_train)

@@ -42,7 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# two-word commands spelled as in the docs ("taskeval fuse train ...") map to their parser names
+ALIASES = {("fuse", "train"): "fuse-train"}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for (a, b), name in ALIASES.items():
+        if argv[:2] == [a, b]:
+            argv = [name, *argv[2:]]
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
