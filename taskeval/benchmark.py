@@ -1,0 +1,325 @@
+"""``taskeval benchmark``: methods x tasks x seeds, each cell computed once, resumable and shardable.
+
+A config names the dataset, the methods (registered, plug-in, trained here, or a folder of fused
+images), the tasks (detection, segmentation, quality), the seeds and the task protocols. The run
+fuses every method once per split (cached), then runs each missing cell and records it in the results
+store (:mod:`taskeval.store`); tables, statistics, figures and the report read only that store.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import yaml
+from tqdm import tqdm
+
+from fusion_models import get_fusion_spec
+from taskeval.config import build, deep_merge, parse_overrides
+from taskeval.data import PairedDataset, load_card
+from taskeval.data.synth import SynthConfig, generate
+from taskeval.errors import ConfigError
+from taskeval.fusedset import FusedSet, fuse_split, precomputed_set
+from taskeval.fusion_train import FusionTrainConfig, TRAINED_NOTE, train_fusion
+from taskeval.results import OVERALL, Row
+from taskeval.rundir import RunDir, atomic_write_json
+from taskeval.store import Cell, ResultsStore, shard_cells
+
+log = logging.getLogger(__name__)
+TASKS = ("detection", "segmentation", "quality")
+
+
+@dataclass(frozen=True)
+class MethodEntry:
+    """One column of the benchmark.
+
+    Attributes:
+        name: a registered fusion method, or (with ``folder``) the display name of external results.
+        weights: checkpoint path, ``"official"`` ($TASKEVAL_WEIGHTS_DIR), or ``"train"`` (train it here with
+            the unsupervised fusion loss on the training split; reported as such).
+        folder: precomputed fused images: a folder with one sub-folder per split (``<folder>/train``,
+            ``<folder>/test``) holding ``<id>.png``; or a pattern containing ``{split}``.
+        text_dir: per-image text embeddings for methods that take text.
+    """
+
+    name: str
+    weights: str | None = None
+    folder: str | None = None
+    text_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class DataEntry:
+    card: str = "synth"
+    root: str | None = None
+    train_split: str = "train"
+    test_split: str = "test"
+    synth: SynthConfig = SynthConfig()
+
+
+@dataclass(frozen=True)
+class FiguresEntry:
+    scenes: tuple[str, ...] = ()   # test ids; empty = chosen where methods disagree most
+    n_scenes: int = 3
+    score_threshold: float = 0.25
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    name: str = "benchmark"
+    data: DataEntry = DataEntry()
+    methods: tuple[MethodEntry, ...] = (MethodEntry("ir"), MethodEntry("vis"))
+    tasks: tuple[str, ...] = TASKS
+    seeds: tuple[int, ...] = (0,)
+    det_protocol: str = "quick"
+    det: dict = field(default_factory=dict)
+    seg_protocol: str = "quick"
+    seg: dict = field(default_factory=dict)
+    fusion_train: FusionTrainConfig = FusionTrainConfig()
+    quality_metrics: tuple[str, ...] = ()
+    device: str = "cpu"
+    figures: FiguresEntry = FiguresEntry()
+
+
+def builtin_configs() -> dict[str, Path]:
+    folder = Path(__file__).parent / "benchmarks"
+    return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
+
+
+def load_benchmark_config(source: str | Path, overrides: list[str] | None = None) -> BenchmarkConfig:
+    """A YAML path or a built-in config name (``quick``), plus ``key=value`` overrides.
+
+    ``methods`` may list plain names (``[ir, vis, average]``) or mappings (``{name: seafusion,
+    weights: train}``); ``methods=ir,vis,max`` on the command line replaces the list.
+    """
+    path = builtin_configs().get(str(source), Path(source))
+    if not path.is_file():
+        from taskeval.registry import suggest
+
+        raise ConfigError(f"benchmark config not found: {source}{suggest(str(source), builtin_configs())}; "
+                          f"built-in: {', '.join(builtin_configs())}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping")
+    raw = deep_merge(raw, parse_overrides(overrides or []))
+    for key in ("data",):
+        if isinstance(raw.get(key), dict) and raw[key].get("root") and not Path(str(raw[key]["root"])).is_absolute():
+            raw[key]["root"] = str((path.parent / raw[key]["root"]).resolve())
+    methods = raw.get("methods")
+    if isinstance(methods, str):
+        methods = [m.strip() for m in methods.split(",") if m.strip()]
+    if methods is not None:
+        raw["methods"] = [m if isinstance(m, dict) else {"name": str(m)} for m in methods]
+    cfg = build(BenchmarkConfig, raw)
+    bad = [t for t in cfg.tasks if t not in TASKS]
+    if bad:
+        raise ConfigError(f"unknown task(s) {bad}; tasks are {', '.join(TASKS)}")
+    names = [m.name for m in cfg.methods]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ConfigError(f"methods listed twice: {dup}")
+    for m in cfg.methods:
+        if m.folder is None:
+            get_fusion_spec(m.name)  # unknown names fail here, with a suggestion
+    return cfg
+
+
+# ----------------------------------------------------------------------------------------------- the run
+class Benchmark:
+    """Plans and runs the cells of one config in one run directory."""
+
+    def __init__(self, cfg: BenchmarkConfig, run: RunDir, progress: bool = True):
+        self.cfg = cfg
+        self.run = run
+        self.store = ResultsStore(run.path)
+        self.progress = progress
+        self.card = self._dataset_card()
+        self.train_ds = PairedDataset(self.card, cfg.data.train_split)
+        self.test_ds = PairedDataset(self.card, cfg.data.test_split)
+        atomic_write_json(run.path / "dataset.json", {"card": str(self.card_source), "root": str(self.card.root),
+                                                      "train_split": cfg.data.train_split,
+                                                      "test_split": cfg.data.test_split})
+        self._fused: dict[tuple[str, str], FusedSet] = {}
+        self._notes: dict[str, str] = {}
+        self.det_protocol = self.seg_protocol = None
+        if "detection" in cfg.tasks:
+            from detectors.protocol import load_protocol as load_det
+
+            self.det_protocol = load_det(cfg.det_protocol, [f"{k}={v}" for k, v in cfg.det.items()])
+        if "segmentation" in cfg.tasks:
+            from segmenters.protocol import load_protocol as load_seg
+
+            self.seg_protocol = load_seg(cfg.seg_protocol, [f"{k}={_yaml_value(v)}" for k, v in cfg.seg.items()])
+
+    def _dataset_card(self):
+        data = self.cfg.data
+        if data.card == "synth":
+            out = Path(data.root) if data.root else self.run.path / "data" / "synth"
+            self.card_source = generate(out, data.synth, progress=self.progress)
+            return load_card(self.card_source)
+        self.card_source = data.card
+        return load_card(data.card, data.root)
+
+    # ---- planning
+    def cells(self) -> list[Cell]:
+        out = []
+        ds = self.card.name
+        for task in self.cfg.tasks:
+            for m in self.cfg.methods:
+                if task == "quality":
+                    out.append(Cell(m.name, task, ds, "-", None))
+                    continue
+                protocol = (self.det_protocol if task == "detection" else self.seg_protocol)
+                pid = protocol.id if task == "detection" else _seg_id(protocol)
+                out.extend(Cell(m.name, task, ds, pid, s) for s in self.cfg.seeds)
+        return out
+
+    # ---- fusion
+    def fused(self, entry: MethodEntry, split: str) -> FusedSet:
+        key = (entry.name, split)
+        if key in self._fused:
+            return self._fused[key]
+        ds = self.train_ds if split == self.cfg.data.train_split else self.test_ds
+        if entry.folder is not None:
+            folder = entry.folder.format(split=split) if "{split}" in entry.folder else str(Path(entry.folder) / split)
+            fs = precomputed_set(folder, ds, name=entry.name)
+            self._notes[entry.name] = "precomputed fused images"
+        else:
+            weights = entry.weights
+            if weights == "train":
+                weights = str(self._train_fusion(entry))
+                self._notes[entry.name] = TRAINED_NOTE
+            elif weights == "official":
+                self._notes[entry.name] = "official weights"
+            fs = fuse_split(ds, entry.name, self.run.path / "fused", weights=weights, device=self.cfg.device,
+                            progress=self.progress, text_dir=entry.text_dir)
+        self._fused[key] = fs
+        return fs
+
+    def _train_fusion(self, entry: MethodEntry) -> Path:
+        out = self.run.path / "fusion_train" / entry.name
+        final = out / "fusion.pth"
+        if final.is_file():
+            return final
+        log.info("training %s with the fusion loss on %s/%s", entry.name, self.card.name, self.train_ds.split)
+        return train_fusion(entry.name, self.train_ds, out, self.cfg.fusion_train, device=self.cfg.device,
+                            progress=self.progress)
+
+    # ---- cells
+    def run_cell(self, cell: Cell) -> None:
+        entry = next(m for m in self.cfg.methods if m.name == cell.method)
+        t0 = time.perf_counter()
+        cell_dir = self.store.cell_dir(cell)
+        test = self.fused(entry, self.cfg.data.test_split)
+        note = self._notes.get(entry.name, "")
+        if cell.task == "quality":
+            rows = self._quality(cell, test, cell_dir, note)
+        else:
+            train = self.fused(entry, self.cfg.data.train_split)
+            if cell.task == "detection":
+                rows = self._detection(cell, train, test, cell_dir, note)
+            else:
+                rows = self._segmentation(cell, train, test, cell_dir, note)
+        self.store.finish(cell, rows, {"seconds": round(time.perf_counter() - t0, 2),
+                                       "fused_test_dir": str(Path(next(iter(test.paths.values()))).parent),
+                                       "note": note})
+
+    def _detection(self, cell, train, test, cell_dir, note) -> list[Row]:
+        from detectors import yolo
+        from taskeval.metrics.detection import dataset_ground_truth, score_predictions, write_json
+
+        protocol = replace(self.det_protocol, seed=cell.seed)
+        ckpt = yolo.train(train.paths, self.train_ds, protocol, cell_dir / "work", device=self.cfg.device,
+                          seed=cell.seed)
+        preds = yolo.predict(ckpt, test.paths, protocol, device=self.cfg.device)
+        gt = dataset_ground_truth(self.test_ds)
+        scores, dets = score_predictions(preds, gt)
+        write_json(cell_dir / "gt.json", gt)
+        write_json(cell_dir / "predictions.json", dets)
+        return scores.rows(cell.method, cell.dataset, cell.protocol, cell.seed, note)
+
+    def _segmentation(self, cell, train, test, cell_dir, note) -> list[Row]:
+        import torch
+
+        from segmenters import deeplab
+        from segmenters.protocol import with_seed
+        from taskeval.metrics.segmentation import SegScores, seg_confusion_matrix
+
+        protocol = with_seed(self.seg_protocol, cell.seed)
+        ckpt = deeplab.train(train, self.train_ds, protocol, cell_dir / "work", device=self.cfg.device,
+                             progress=self.progress)
+        preds = deeplab.predict(ckpt, test, protocol, device=self.cfg.device, progress=self.progress)
+        deeplab.write_label_pngs(preds, cell_dir / "pred")
+        classes = self.card.seg_classes
+        per_image = []
+        for i, sid in enumerate(self.test_ds.ids):
+            gt = torch.from_numpy(self.test_ds.mask(i))
+            per_image.append(seg_confusion_matrix(torch.from_numpy(preds[sid]).long(), gt, len(classes),
+                                                  self.card.ignore_index).numpy())
+        per_image = np.stack(per_image)
+        np.savez_compressed(cell_dir / "per_image_confmat.npz", ids=np.array(self.test_ds.ids), confmat=per_image)
+        scores = SegScores.from_confmat(per_image.sum(0), classes)
+        return seg_rows(scores, cell, note)
+
+    def _quality(self, cell, test, cell_dir, note) -> list[Row]:
+        from taskeval.quality_eval import score_fused_set
+
+        per_image = score_fused_set(test, self.test_ds, self.cfg.quality_metrics, device=self.cfg.device)
+        lines = ["id,metric,value"] + [f"{sid},{m},{v!r}" for (sid, m), v in per_image.items()]
+        (cell_dir / "per_image.csv").write_text("\n".join(lines) + "\n")
+        metrics = sorted({m for _, m in per_image})
+        return [Row(cell.method, "quality", cell.dataset, "-", None, m, OVERALL,
+                    float(np.mean([v for (_, mm), v in per_image.items() if mm == m])), note) for m in metrics]
+
+    # ---- everything
+    def execute(self, shard: tuple[int, int] | None = None) -> list[Cell]:
+        """Run every missing cell of this shard; returns the cells computed now."""
+        todo = [c for c in shard_cells(self.cells(), shard) if not self.store.is_done(c)]
+        done_before = len(self.cells()) - len(todo)
+        bar = tqdm(total=len(self.cells()), initial=done_before, desc="benchmark", unit="cell",
+                   disable=not self.progress, position=0)
+        computed = []
+        for cell in todo:
+            bar.set_postfix_str(f"{cell.task} {cell.method}" + (f" seed {cell.seed}" if cell.seed is not None else ""))
+            self.run_cell(cell)
+            computed.append(cell)
+            bar.update(1)
+        bar.close()
+        self.store.merge()
+        return computed
+
+
+def seg_rows(scores, cell: Cell, note: str) -> list[Row]:
+    def row(metric, cls, value):
+        return Row(cell.method, "segmentation", cell.dataset, cell.protocol, cell.seed, metric, cls, float(value), note)
+
+    out = [row("mIoU", OVERALL, scores.miou), row("mIoU_nobg", OVERALL, scores.miou_fg),
+           row("mAcc", OVERALL, scores.macc), row("pixel_acc", OVERALL, scores.pixel_acc)]
+    out += [row("IoU", n, v) for n, v in zip(scores.class_names, scores.iou)]
+    out += [row("Acc", n, v) for n, v in zip(scores.class_names, scores.acc)]
+    return out
+
+
+def _seg_id(p) -> str:
+    from segmenters.protocol import protocol_id
+
+    return protocol_id(p)
+
+
+def _yaml_value(v) -> str:
+    if isinstance(v, (list, tuple)):
+        return ",".join(str(x) for x in v)
+    return str(v)
+
+
+def weight_hashes(cfg: BenchmarkConfig) -> dict[str, str]:
+    from fusion_models.weights import file_hash
+
+    out = {}
+    for m in cfg.methods:
+        if m.weights and m.weights not in ("train", "official") and Path(m.weights).is_file():
+            out[m.name] = file_hash(m.weights, 64)
+    return out
