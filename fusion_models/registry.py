@@ -109,7 +109,17 @@ def register_fusion_model(name: str | None = None, **meta) -> Callable:
 
 
 def get_fusion_spec(name: str) -> FusionSpec:
-    """The :class:`FusionSpec` of a registered name (raises with a suggestion on a typo)."""
+    """The :class:`FusionSpec` of a registered name (raises with a suggestion on a typo).
+
+    ``base@tag`` names a derived method: the architecture of ``base`` with other weights (e.g.
+    ``seafusion@joint-seg`` for a jointly trained SeAFusion); it gets ``base``'s spec under its own name,
+    so its fused images are cached and reported separately.
+    """
+    if "@" in name and name not in FUSION_MODELS:
+        base, tag = name.split("@", 1)
+        if not tag:
+            raise ConfigError(f"derived method name {name!r} needs a tag after '@'")
+        return replace(FUSION_MODELS.get(base).meta, name=name)
     return FUSION_MODELS.get(name).meta
 
 
