@@ -4,7 +4,7 @@
   neighbouring frames show the same scene. Frames are cut into 84 contiguous blocks of 50; a seeded
   permutation (seed 0) sends 17 blocks (850 frames) to test and 67 (3350) to train. No block is split, so
   a scene leaks only if it straddles a block boundary (at most the frames on each side of 16 cuts).
-  `taskeval data split-m3fd --root DIR` refines the cuts with the images themselves when you have them.
+  `taskeval data scene-split --vis DIR/Vis --out DIR` cuts at real scene changes when you have the images.
 * msrs_sample: the 100 shared MSRS pairs, 35 day + 35 night to train and 15 + 15 to test (sorted ids,
   every 10th pair of each half, offsets 0, 3, 6 go to test).
 

@@ -196,3 +196,26 @@ def test_card_errors():
         parse_card({"name": "x", "format": "folders", "classes": []}, None, "t")
     with pytest.raises(ConfigError, match="no root"):
         load_card("msrs").require_root()
+
+
+def test_scene_split_never_cuts_a_scene(tmp_path, capsys):
+    from taskeval.cli.main import main
+
+    rng = np.random.default_rng(0)
+    vis = tmp_path / "Vis"
+    vis.mkdir()
+    frame, truth = 0, {}
+    for scene in range(6):
+        base = rng.integers(0, 255, (48, 64, 3)).astype(np.float32)
+        for _ in range(int(rng.integers(3, 8))):
+            img = np.clip(base + rng.normal(0, 2, base.shape), 0, 255).astype(np.uint8)
+            cv2.imwrite(str(vis / f"M3FD_{frame:05d}.png"), img)
+            truth[f"{frame:05d}"] = scene
+            frame += 1
+    assert main(["data", "scene-split", "--vis", str(vis), "--out", str(tmp_path / "s"), "--frame-ids",
+                 "--test-share", "0.3"]) == 0
+    assert "6 scenes" in capsys.readouterr().out
+    train = (tmp_path / "s" / "scene_train.txt").read_text().split()
+    test = (tmp_path / "s" / "scene_test.txt").read_text().split()
+    assert sorted(train + test) == sorted(truth) and test
+    assert {truth[i] for i in train}.isdisjoint({truth[i] for i in test})

@@ -97,6 +97,24 @@ def run_synth(args) -> int:
     return 0
 
 
+def run_scene_split(args) -> int:
+    from taskeval.data.scene_split import frame_number, scene_cuts, split_scenes
+
+    scenes = scene_cuts(args.vis, args.factor)
+    train, test = split_scenes(scenes, args.test_share, args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, ids in (("train", train), ("test", test)):
+        path = out / f"{args.prefix}_{name}.txt"
+        if path.exists() and not args.overwrite:
+            raise ConfigError(f"{path} exists; pass --overwrite or choose another --out")
+        path.write_text("\n".join(f"{frame_number(i):05d}" if args.frame_ids else i for i in ids) + "\n")
+    print(f"{len(scenes)} scenes; train {len(train)} / test {len(test)} frames -> {out}/{args.prefix}_{{train,test}}.txt"
+          f"\nuse them in a card: split_files: {{train: {out}/{args.prefix}_train.txt, test: "
+          f"{out}/{args.prefix}_test.txt}}")
+    return 0
+
+
 def run_cards(args) -> int:
     t = Table(title="built-in dataset cards")
     for col in ("card", "format", "tasks", "classes", "root"):
@@ -142,6 +160,19 @@ def register(sub) -> None:
     s.add_argument("--config", help="YAML with SynthConfig fields")
     add_overrides(s)
     s.set_defaults(func=run_synth)
+
+    sc = dsub.add_parser("scene-split", help="scene-disjoint train/test split files from a frame sequence (M3FD)",
+                         description="Cut consecutive frames into scenes where the visible image changes abruptly "
+                                     "and assign whole scenes to test (seeded).")
+    sc.add_argument("--vis", required=True, help="folder of visible frames (e.g. M3FD's Vis/)")
+    sc.add_argument("--out", required=True, help="folder for <prefix>_train.txt and <prefix>_test.txt")
+    sc.add_argument("--prefix", default="scene")
+    sc.add_argument("--test-share", type=float, default=0.2)
+    sc.add_argument("--factor", type=float, default=4.0, help="cut where the frame difference exceeds this x median")
+    sc.add_argument("--seed", type=int, default=0)
+    sc.add_argument("--frame-ids", action="store_true", help="write frame numbers (00042) instead of file stems")
+    sc.add_argument("--overwrite", action="store_true")
+    sc.set_defaults(func=run_scene_split)
 
     k = dsub.add_parser("cards", help="list the built-in dataset cards")
     k.set_defaults(func=run_cards)
