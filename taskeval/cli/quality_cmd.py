@@ -1,8 +1,99 @@
-"""``taskeval quality``: fusion-quality metrics."""
+"""``taskeval quality``: fusion-quality metrics per method on a dataset, or of any folder of fused images."""
 
-from taskeval.cli.common import planned
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from taskeval.cli.common import print_json
+from taskeval.errors import ConfigError
+
+
+def _parse_methods(text: str) -> list[str]:
+    return [m.strip() for m in text.split(",") if m.strip()]
+
+
+def _table(title: str, rows: dict[str, dict[str, tuple[float, float]]], metrics: list[str]) -> Table:
+    from taskeval.metrics.quality import QUALITY_METRICS
+
+    t = Table(title=title)
+    t.add_column("method")
+    for m in metrics:
+        arrow = "↑" if QUALITY_METRICS.get(m).meta.higher_is_better else "↓"
+        t.add_column(f"{m} {arrow}", justify="right")
+    for name, vals in rows.items():
+        t.add_row(name, *[f"{vals[m][0]:.4g} ± {vals[m][1]:.2g}" for m in metrics])
+    return t
+
+
+def run(args) -> int:
+    from taskeval.data import PairedDataset, load_card
+    from taskeval.data.card import parse_card
+    from taskeval.fusedset import fuse_split, precomputed_set
+    from taskeval.metrics.quality import QUALITY_ORDER
+    from taskeval.quality_eval import score_fused_set, summarise
+
+    metrics = _parse_methods(args.metrics) if args.metrics else list(QUALITY_ORDER)
+    if args.fused:
+        if not (args.ir and args.vis):
+            raise ConfigError("--fused needs --ir DIR and --vis DIR (matched by file stem)")
+        ir, vis = Path(args.ir).resolve(), Path(args.vis).resolve()
+        import os
+
+        card = parse_card({"name": "folders", "format": "folders", "root": str(ir.parent),
+                           "options": {"ir": ir.name, "vis": os.path.relpath(vis, ir.parent)}}, None, "--ir/--vis")
+        ds = PairedDataset(card, "all")
+        per_image = score_fused_set(precomputed_set(args.fused, ds), ds, metrics, args.device, progress=not args.json)
+        summary = summarise(per_image)
+        if args.json:
+            print_json({"per_image": {sid: {m: per_image[(sid, m)] for m in metrics} for sid in ds.ids},
+                        "mean": {m: summary[m][0] for m in metrics}, "std": {m: summary[m][1] for m in metrics}})
+            return 0
+        t = Table(title=f"fusion quality of {args.fused}")
+        t.add_column("id")
+        for m in metrics:
+            t.add_column(m, justify="right")
+        for sid in ds.ids:
+            t.add_row(sid, *[f"{per_image[(sid, m)]:.4g}" for m in metrics])
+        t.add_row("mean", *[f"{summary[m][0]:.4g}" for m in metrics], style="bold")
+        Console().print(t)
+        return 0
+    if not (args.methods and args.data):
+        raise ConfigError("give --methods A,B --data CARD, or --fused DIR --ir DIR --vis DIR")
+    ds = PairedDataset(load_card(args.data, args.root), args.split)
+    from taskeval.cli.fuse_cmd import default_cache
+
+    rows = {}
+    for name in _parse_methods(args.methods):
+        weights = None
+        if "=" in name:  # method=weights
+            name, weights = name.split("=", 1)
+        fused = fuse_split(ds, name, args.cache or default_cache(), weights=weights, device=args.device)
+        rows[name] = summarise(score_fused_set(fused, ds, metrics, args.device, progress=True))
+    if args.json:
+        print_json({n: {m: {"mean": v[m][0], "std": v[m][1]} for m in metrics} for n, v in rows.items()})
+        return 0
+    Console().print(_table(f"fusion quality on {ds.card.name}/{ds.split} ({len(ds)} pairs, mean ± std over images)",
+                           rows, metrics))
+    return 0
 
 
 def register(sub) -> None:
-    planned(sub, "quality", "fusion-quality metrics (EN, SD, SF, AG, MI, VIF, Qabf, SSIM...)",
-            "score fused images per method or a folder of fused images against their IR and visible sources", 8)
+    p = sub.add_parser("quality", help="fusion-quality metrics (EN, SD, SF, AG, MI, VIF, Qabf, SSIM...)",
+                       description="Score fused images against their IR and visible sources. Either per method on "
+                                   "a dataset (--methods, --data) or any folder of fused images (--fused, --ir, "
+                                   "--vis; matched by file stem). Definitions: taskeval/metrics/quality_functional.py.")
+    p.add_argument("--methods", help="comma-separated methods; NAME=WEIGHTS for learned ones")
+    p.add_argument("--data", help="dataset card")
+    p.add_argument("--root", help="dataset root")
+    p.add_argument("--split", default="test")
+    p.add_argument("--fused", help="folder of fused images")
+    p.add_argument("--ir", help="folder of IR images (with --fused)")
+    p.add_argument("--vis", help="folder of visible images (with --fused)")
+    p.add_argument("--metrics", help="comma-separated subset (default: all)")
+    p.add_argument("--cache", help="fusion cache folder")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=run)
