@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field, replace
+import json
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -153,6 +154,17 @@ class Benchmark:
             from segmenters.protocol import load_protocol as load_seg
 
             self.seg_protocol = load_seg(cfg.seg_protocol, [f"{k}={_yaml_value(v)}" for k, v in cfg.seg.items()])
+        self._write_protocols()
+
+    def _write_protocols(self) -> None:
+        """``RUN/protocols.json``: every protocol id of this run with all its fields (for the report)."""
+        path = self.run.path / "protocols.json"
+        known = json.loads(path.read_text()) if path.is_file() else {}
+        if self.det_protocol is not None:
+            known[self.det_protocol.id] = {"task": "detection", **asdict(self.det_protocol)}
+        if self.seg_protocol is not None:
+            known[_seg_id(self.seg_protocol)] = {"task": "segmentation", **asdict(self.seg_protocol)}
+        atomic_write_json(path, known)
 
     def _dataset_card(self):
         data = self.cfg.data

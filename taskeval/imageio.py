@@ -15,8 +15,6 @@ Corrupt, truncated or unreadable files raise :class:`~taskeval.errors.DataError`
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import cv2
@@ -24,6 +22,7 @@ import numpy as np
 import torch
 
 from taskeval.errors import DataError
+from taskeval.rundir import atomic_write_bytes
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -140,14 +139,7 @@ def write_png(path: str | Path, img: np.ndarray) -> None:
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(out))
     if not ok:
         raise DataError(f"{path}: PNG encoding failed")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(buf.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, buf.tobytes())
 
 
 def list_images(folder: str | Path) -> dict[str, Path]:

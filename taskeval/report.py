@@ -1,0 +1,308 @@
+"""One self-contained HTML report of a benchmark run directory.
+
+The page embeds every figure as a base64 PNG (the PDFs stay in ``RUN/figures``), the result tables of
+:mod:`taskeval.tables` (summary, per class, fusion quality), notes such as "weights trained by taskeval",
+the protocol and metric definitions (the docstrings of the modules that compute them) and the provenance
+record (versions, git commit, hardware, configuration). It loads nothing from the network: no scripts,
+fonts or style sheets from elsewhere, so it opens offline and can be archived or mailed as one file.
+
+Existing reports are never replaced silently: the default file is ``RUN/report.html`` and an existing
+one is only replaced with ``overwrite=True`` (``taskeval report --overwrite``); the file is written
+atomically (temporary file + rename).
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import html
+import importlib.util
+import json
+import re
+import time
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import yaml
+
+from taskeval.errors import DataError, TaskevalError
+from taskeval.rundir import atomic_write_text
+
+# Modules whose docstrings define the metrics; read from source (importing torchmetrics takes seconds).
+DEFINITION_MODULES = (
+    ("Detection metrics", "taskeval.metrics.detection"),
+    ("Segmentation metrics", "taskeval.metrics.segmentation"),
+    ("Fusion-quality metrics", "taskeval.metrics.quality"),
+    ("Detection protocols", "detectors.protocol"),
+    ("Segmentation protocols", "segmenters.protocol"),
+    ("Statistics", "taskeval.stats"),
+)
+TASK_ORDER = ("detection", "segmentation", "quality")
+CSS = """
+body { font-family: "DejaVu Sans", Verdana, sans-serif; margin: 2em auto; max-width: 1200px; color: #222;
+       line-height: 1.4; padding: 0 1em; }
+h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
+table { border-collapse: collapse; margin: .6em 0 1.2em; font-size: .9em; }
+th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: right; }
+th:first-child, td:first-child, table.kv td { text-align: left; }
+thead th { background: #f2f2f2; }
+td.best { font-weight: bold; } td.second { text-decoration: underline; }
+tr.last-reference td { border-bottom: 2px solid #888; }
+p.caption, ul.footnotes { font-size: .85em; color: #444; max-width: 60em; margin-top: -.6em; }
+figure { margin: 1em 0 2em; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
+figcaption { font-size: .9em; color: #444; margin-top: .3em; }
+pre, .doc { background: #f7f7f7; padding: .6em; overflow-x: auto; font-size: .85em; white-space: pre-wrap; }
+code { background: #f2f2f2; padding: 0 .2em; }
+.note { background: #fff8e0; border-left: 4px solid #e0b000; padding: .4em .8em; }
+nav ul { columns: 2; }
+"""
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def esc(text) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def doc_html(text: str) -> str:
+    """A reStructuredText-ish docstring as preformatted HTML: ``literals`` and :role:`refs` as <code>,
+    **strong** as <b>."""
+    out = re.sub(r"``(.+?)``", r"<code>\1</code>", esc(text))
+    out = re.sub(r":[a-z]+:`~?(.+?)`", r"<code>\1</code>", out)
+    return re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", out)
+
+
+def module_docstring(module: str) -> str | None:
+    """The docstring of ``module`` read from its source file without importing it (None if absent)."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except ModuleNotFoundError:
+        return None
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return None
+    return ast.get_docstring(ast.parse(Path(spec.origin).read_text()))
+
+
+def read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def table(header: Sequence[str] | None, body: Iterable[Sequence[str]], raw: bool = False) -> str:
+    """An HTML table; cells are escaped unless ``raw`` (then each is a ``<td>`` already). Without a
+    header it is a key-value table."""
+    rows = "".join("<tr>" + "".join(c if raw else f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in body)
+    if header is None:
+        return f'<table class="kv"><tbody>{rows}</tbody></table>'
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+# ------------------------------------------------------------------------------------------- tables
+RANK_CLASS = {1: ' class="best"', 2: ' class="second"', 0: ""}
+
+
+def table_html(t) -> str:
+    """A :class:`taskeval.tables.Table` as HTML: best bold, second underlined, a rule under the reference
+    rows, the caption and footnotes below."""
+    ranks = [t.ranks(j) for j in range(len(t.columns))]
+    head = "<th>Method</th>" + "".join(f"<th>{esc(c.header)}</th>" for c in t.columns)
+    body = []
+    for i, m in enumerate(t.methods):
+        name = esc(t.label(m)) + (f"<sup>{esc(t.markers(m))}</sup>" if t.markers(m) else "")
+        cells = "".join(f"<td{RANK_CLASS[ranks[j][m]]}>{esc(t.value_text(m, j))}</td>"
+                        for j in range(len(t.columns)))
+        rule = ' class="last-reference"' if t.is_last_reference(i) else ""
+        body.append(f"<tr{rule}><td>{name}</td>{cells}</tr>")
+    notes = "".join(f"<li>{esc(mk + ' ' if mk else '')}{esc(text)}</li>" for mk, text in t.footnotes)
+    foot = f'<ul class="footnotes">{notes}</ul>' if notes else ""
+    return (f"<h3>{esc(t.title)}</h3><table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody>"
+            f'</table><p class="caption">{esc(t.caption)}</p>{foot}')
+
+
+def tables_html(run) -> str:
+    """The summary, per-class and quality tables of :mod:`taskeval.tables`, methods in the run's order."""
+    from taskeval import tables as T
+    from taskeval.figures import higher_is_better
+
+    rows = run.rows
+
+    def present(selected) -> list[str]:
+        have = {r.method for r in selected}
+        return [m for m in run.method_order if m in have]
+
+    quality = [r for r in rows if r.task == "quality"]
+    higher = {r.metric: higher_is_better("quality", r.metric) for r in quality}
+    headline = [r for r in rows if r.task in T.HEADLINE or r.task == "quality"]
+    def class_tables_with_comparisons():
+        from taskeval.finalize import comparison_lines
+
+        out = T.class_tables(rows, methods=run.method_order)
+        for t in out:
+            t.add_notes(comparison_lines(run.path, t.columns[0].task))
+        return out
+
+    makers = [lambda: [T.summary_table(rows, higher_is_better=higher, methods=present(headline))],
+              class_tables_with_comparisons,
+              lambda: [T.quality_table(rows, higher_is_better=higher, methods=present(quality))]]
+    parts = []
+    for make in makers:
+        try:
+            parts.extend(table_html(t) for t in make())
+        except DataError:  # e.g. no quality rows in this run
+            continue
+    return "\n".join(parts)
+
+
+# ------------------------------------------------------------------------------------------ sections
+def figure_html(fig) -> str:
+    """The figure's PNG inline, shown at about 120 px per inch (its pixels are 200 per inch)."""
+    png = Path(fig.png).read_bytes()
+    width = int.from_bytes(png[16:20], "big") * 120 // 200  # IHDR width
+    data = base64.b64encode(png).decode("ascii")
+    return (f'<figure id="fig-{esc(fig.name)}"><img src="data:image/png;base64,{data}" width="{width}" '
+            f'alt="{esc(fig.title)}">'
+            f"<figcaption><b>{esc(fig.title)}.</b> {esc(fig.caption)} "
+            f"(PDF: <code>{esc(Path(fig.pdf).name)}</code> in the run's <code>figures/</code>)</figcaption>"
+            "</figure>")
+
+
+def summary_html(run, prov: dict | None, config: dict) -> str:
+    cells = run.cells
+    tasks = [t for t in TASK_ORDER if any(c["task"] == t for c in cells)]
+    seeds = sorted({c["seed"] for c in cells if c.get("seed") is not None})
+    dataset = read_json(run.path / "dataset.json") or {}
+    lines = [
+        ("run directory", str(run.path.resolve())),
+        ("benchmark", str(config.get("name", "–"))),
+        ("dataset", f"{dataset.get('card', '–')} (test split {dataset.get('test_split', '–')!r}, root "
+                    f"{dataset.get('root', '–')})"),
+        ("methods", ", ".join(run.method_order) or "–"),
+        ("tasks", ", ".join(tasks) or "–"),
+        ("seeds", ", ".join(map(str, seeds)) or "–"),
+        ("finished cells", str(len(cells))),
+        ("run started", (prov or {}).get("created", "–")),
+        ("report written", time.strftime("%Y-%m-%dT%H:%M:%S%z")),
+    ]
+    out = [table(None, lines)]
+    notes: dict[str, set[str]] = {}
+    for c in cells:
+        if c.get("note"):
+            notes.setdefault(c["method"], set()).add(c["note"])
+    for r in run.rows:
+        if r.note:
+            notes.setdefault(r.method, set()).add(r.note)
+    if notes:
+        items = "".join(f"<li><b>{esc(m)}</b>: {esc('; '.join(sorted(notes[m])))}</li>"
+                        for m in run.ordered(notes))
+        out.append(f'<div class="note"><p>Notes on methods:</p><ul>{items}</ul></div>')
+    return "\n".join(out)
+
+
+def protocols_html(run) -> str:
+    out = []
+    protocols = sorted({(c["task"], c["protocol"]) for c in run.cells if c["task"] != "quality"})
+    recorded = read_json(run.path / "protocols.json") or {}
+    for task, pid in protocols:
+        out.append(f"<h3>{esc(task)}: <code>{esc(pid)}</code></h3>")
+        if pid.startswith("fixed:"):
+            out.append("<p>A fixed task network (not retrained per method) scored on every method's fused "
+                       "test images: a screening protocol, not the protocol of the papers.</p>")
+        if pid in recorded:
+            out.append(table(["field", "value"], [(k, json.dumps(v)) for k, v in recorded[pid].items()]))
+        elif not pid.startswith("fixed:"):
+            out.append("<p>The resolved protocol fields are not recorded in this run directory "
+                       "(<code>protocols.json</code>); its id hashes them, and the configuration below names "
+                       "the preset and overrides.</p>")
+    for title, module in DEFINITION_MODULES:
+        text = module_docstring(module)
+        if text:
+            out.append(f"<h3>{esc(title)}</h3><div class=\"doc\">{doc_html(text)}</div>")
+    return "\n".join(out)
+
+
+def provenance_html(run, config_text: str) -> str:
+    out = []
+    records = [("provenance.json", read_json(run.path / "provenance.json"))]
+    records += [(p.name, read_json(p)) for p in sorted(run.path.glob("provenance.resume*.json"))]
+    records = [(n, r) for n, r in records if isinstance(r, dict)]
+    if not records:
+        out.append("<p>No provenance record (<code>provenance.json</code>) in the run directory.</p>")
+    commits = {json.dumps(r.get("git", {}), sort_keys=True) for _, r in records}
+    if len(commits) > 1:
+        out.append('<p class="note">The run was resumed with different code versions (git commits differ '
+                   "between the records below).</p>")
+    for name, rec in records:
+        git = rec.get("git") or {}
+        git_text = "not installed from git"
+        if git:
+            git_text = str(git.get("commit", "?")) + (" (uncommitted changes)" if git.get("dirty") else "")
+        lines = [("record", name), ("created", rec.get("created", "–")),
+                 ("command", " ".join(map(str, rec.get("command") or []))), ("git commit", git_text),
+                 ("seeds", json.dumps(rec.get("seeds")))]
+        lines += [(f"hardware: {k}", json.dumps(v) if not isinstance(v, str) else v)
+                  for k, v in (rec.get("hardware") or {}).items()]
+        lines += [(f"version: {k}", v) for k, v in (rec.get("versions") or {}).items()]
+        hashes = (rec.get("config") or {}).get("weight_hashes") or {}
+        lines += [(f"weights: {k}", v) for k, v in hashes.items()]
+        out.append(table(None, lines))
+    if config_text:
+        out.append(f"<h3>Configuration (<code>config.yaml</code>)</h3><pre>{esc(config_text)}</pre>")
+    cells = [(c["method"], c["task"], c["protocol"], "" if c.get("seed") is None else str(c["seed"]),
+              f"{c['seconds']:.1f}" if isinstance(c.get("seconds"), (int, float)) else "–", c["id"])
+             for c in sorted(run.cells, key=lambda c: (c["task"], c["method"], c.get("seed") or 0))]
+    out.append("<h3>Cells</h3>" + table(["method", "task", "protocol", "seed", "seconds", "cell"], cells))
+    return "\n".join(out)
+
+
+# ----------------------------------------------------------------------------------------------- page
+def render_html(run_dir: str | Path, figures: Sequence | None = None, **figure_options) -> str:
+    """The report page as a string.
+
+    Args:
+        run_dir: a benchmark run directory.
+        figures: :class:`taskeval.figures.FigureFile` list already drawn; None draws them now with
+            :func:`taskeval.figures.render_all` (``figure_options`` are passed on) into ``RUN/figures``.
+    """
+    from taskeval.figures import RunData, render_all
+
+    run = RunData.open(run_dir)
+    if figures is None:
+        figures = render_all(run.path, **figure_options)
+    config_text = (run.path / "config.yaml").read_text() if (run.path / "config.yaml").is_file() else ""
+    config = yaml.safe_load(config_text) if config_text else {}
+    config = config if isinstance(config, dict) else {}
+    prov = read_json(run.path / "provenance.json")
+    title = f"taskeval benchmark report: {config.get('name', run.path.name)}"
+    sections = [
+        ("summary", "Summary", summary_html(run, prov, config)),
+        ("results", "Results", tables_html(run) if run.rows else "<p>No finished cells yet.</p>"),
+        ("figures", "Figures", "\n".join(figure_html(f) for f in figures) or "<p>No figures.</p>"),
+        ("definitions", "Protocols and metric definitions", protocols_html(run)),
+        ("provenance", "Provenance", provenance_html(run, config_text)),
+    ]
+    nav = "".join(f'<li><a href="#{sid}">{esc(name)}</a></li>' for sid, name, _ in sections)
+    body = "\n".join(f'<section id="{sid}"><h2>{esc(name)}</h2>\n{content}\n</section>'
+                     for sid, name, content in sections)
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{esc(title)}</title><style>{CSS}</style></head>\n<body>\n<h1>{esc(title)}</h1>"
+            f"<nav><ul>{nav}</ul></nav>\n{body}\n</body></html>\n")
+
+
+def render_report(run_dir: str | Path, out: str | Path | None = None, overwrite: bool = False,
+                  figures: Sequence | None = None, **figure_options) -> Path:
+    """Write the report of ``run_dir`` to ``out`` (default ``RUN/report.html``) and return its path.
+
+    Raises:
+        TaskevalError: ``out`` exists and ``overwrite`` is False.
+    """
+    run_dir = Path(run_dir)
+    out = Path(out) if out is not None else run_dir / "report.html"
+    if out.exists() and not overwrite:
+        raise TaskevalError(f"{out} exists; pass --overwrite (overwrite=True) to replace it, or choose "
+                            "another --out (reports are never replaced silently)")
+    page = render_html(run_dir, figures, **figure_options)
+    atomic_write_text(out, page)
+    return out
