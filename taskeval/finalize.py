@@ -54,9 +54,13 @@ def build_tables(run_dir: Path, rows, method_order: list[str]):
         except DataError:
             continue
         for k, t in enumerate(tables):
+            stem = name
             if name == "class":
                 t.add_notes(comparison_lines(run_dir, t.columns[0].task))
-            out.append((f"{name}{'' if len(tables) == 1 else f'_{k + 1}'}", t))
+                col = t.columns[0]
+                stem = f"{col.task}_per_class" + (f"_{k + 1}" if len(tables) > 1 and sum(
+                    x.columns[0].task == col.task for x in tables) > 1 else "")
+            out.append((stem, t))
     return out
 
 
