@@ -28,10 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fusion_models.layers import BN_MODES, SampleNorm2d
 from fusion_models.registry import register_fusion_model
 from taskeval.errors import ConfigError
 
-BN_MODES = ("instance", "running")
 
 # Geometry of the official network (CGR defaults): channels of the three encoder scales, channel
 # reduction of the graph nodes, dilations of the three nodes, graph iterations, decoder widths.
@@ -42,27 +42,6 @@ DILATIONS = (4, 8, 16)
 GRAPH_ITERATIONS = 2
 # Three 2x poolings in the encoders and three 2x upsamplings in the head.
 SIZE_MULTIPLE = 8
-
-
-class SampleNorm2d(nn.BatchNorm2d):
-    """BatchNorm2d that, in eval mode, can normalise each sample with its own statistics.
-
-    Args:
-        num_features: channels C.
-        per_sample: in eval mode use per-sample, per-channel mean and biased variance over H, W
-            (train-mode BatchNorm at batch size 1) instead of the running statistics.
-
-    Shapes: (N,C,H,W) -> (N,C,H,W). Training mode is plain BatchNorm2d.
-    """
-
-    def __init__(self, num_features: int, per_sample: bool) -> None:
-        super().__init__(num_features)
-        self.per_sample = per_sample
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training or not self.per_sample:
-            return super().forward(x)
-        return F.instance_norm(x, weight=self.weight, bias=self.bias, eps=self.eps)
 
 
 def conv_bn_relu(c_in: int, c_out: int, per_sample: bool, dilation: int = 1) -> nn.Sequential:

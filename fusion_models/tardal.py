@@ -46,13 +46,12 @@ Official inference (``fuse.py --color``), and how the harness path differs from 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from fusion_models.layers import BN_MODES, SampleNorm2d
 from fusion_models.registry import register_fusion_model
 from taskeval.errors import ConfigError
 
-BN_MODES = ("instance", "running")
 DIM = 32
 DEPTH = 3
 
@@ -66,27 +65,6 @@ def _check_inputs(ir: torch.Tensor, vis: torch.Tensor) -> None:
     if vis.shape[0] != ir.shape[0] or vis.shape[-2:] != ir.shape[-2:]:
         raise ValueError(f"TarDAL: IR {tuple(ir.shape)} and visible {tuple(vis.shape)} differ in batch "
                          "or size")
-
-
-class SampleNorm2d(nn.BatchNorm2d):
-    """BatchNorm2d that, in eval mode, can normalise each sample with its own statistics.
-
-    Args:
-        num_features: channels C.
-        per_sample: in eval mode use per-sample, per-channel mean and biased variance over H, W
-            (training-mode BatchNorm at batch size 1) instead of the running statistics.
-
-    Shapes: (N,C,H,W) -> (N,C,H,W). Training mode is plain BatchNorm2d.
-    """
-
-    def __init__(self, num_features: int, per_sample: bool) -> None:
-        super().__init__(num_features)
-        self.per_sample = per_sample
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training or not self.per_sample:
-            return super().forward(x)
-        return F.instance_norm(x, weight=self.weight, bias=self.bias, eps=self.eps)
 
 
 def conv_block(c_in: int, c_out: int, per_sample: bool | None) -> nn.Sequential:

@@ -43,7 +43,6 @@ def test_modalities_carry_different_classes(synth):
     for i in range(len(ds)):
         s = ds[i]
         ir, vis, mask = s.ir[0].numpy(), s.vis.numpy(), s.mask.numpy()
-        y = 0.299 * vis[0] + 0.587 * vis[1] + 0.114 * vis[2]
         for x1, y1, x2, y2, cls in [(*b[1:].astype(int), int(b[0])) for b in s.boxes]:
             inside = mask[y1:y2, x1:x2] == cls + 1
             ring = np.zeros_like(mask, bool)
