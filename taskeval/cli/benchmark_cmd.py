@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 
 def run(args) -> int:
-    from taskeval.benchmark import Benchmark, builtin_configs, load_benchmark_config, weight_hashes
+    from taskeval.benchmark import Benchmark, load_benchmark_config, weight_hashes
     from taskeval.store import parse_shard
 
     cfg = load_benchmark_config(args.config, args.overrides)
