@@ -22,8 +22,11 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-_INTEGRATIONS = ("sync", "hub", "clearml", "comet", "dvc", "mlflow", "neptune", "raytune", "tensorboard", "wandb",
-                 "vscode_msg", "openvino_msg")
+_INTEGRATIONS = ("sync", "hub", "clearml", "comet", "dvc", "mlflow", "neptune", "raytune", "tensorboard",
+                 "wandb", "vscode_msg", "openvino_msg")
+
+
+_warned = False
 
 
 def _copy_font(config_dir: Path) -> None:
@@ -61,7 +64,9 @@ def prepare(state_dir: str | Path | None = None, threads: int | None = None):
     import ultralytics.utils as uu
     import ultralytics.utils.torch_utils as tu
 
-    if state_dir is not None and not Path(uu.USER_CONFIG_DIR).is_relative_to(state_dir):
+    global _warned
+    if state_dir is not None and not Path(uu.USER_CONFIG_DIR).is_relative_to(state_dir) and not _warned:
+        _warned = True
         log.info("ultralytics was imported before taskeval set its state folder; it keeps using %s",
                  uu.USER_CONFIG_DIR)
     for name, module in list(sys.modules.items()):  # flags read at import, if it was imported before

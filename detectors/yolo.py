@@ -1,4 +1,5 @@
-"""The ultralytics YOLO adapter: ``train`` and ``predict``, the only code of taskeval that imports ultralytics.
+"""The ultralytics YOLO adapter: ``train`` and ``predict``. The harness hands it file paths and a dataset
+split and gets back a checkpoint path and arrays; ultralytics is imported only inside ``detectors/``.
 
 Models are built from a YAML (``DetProtocol.model``): ``yolov5s.yaml`` (the papers' detector; ultralytics
 builds the anchor-free YOLOv5u from it, and ``yolov5n.yaml`` the 2.65 M-parameter YOLOv5nu),
@@ -9,11 +10,12 @@ caches, training folders) stays inside the run directory (:mod:`detectors.ultral
 Multi-GPU: ``device="0,1"`` (several CUDA devices) trains with ultralytics' own DDP: it writes a small
 launcher script under its settings folder and runs it with ``torch.distributed.run``; the arguments
 are the same, so the checkpoint and the numbers follow the same protocol. Prediction always runs on
-the first device given. A single device (``"cpu"``, ``"0"``) runs in-process, unchanged.
+the first device given. A single device (``"cpu"``, ``"0"``) runs in-process, unchanged. Mixed precision
+stays off on every device: ultralytics' AMP check downloads a model (it costs GPU speed, not accuracy).
 
 Example:
-    >>> ckpt = train(fused_train.paths, train_ds, PRESETS["quick"], "runs/x/vis/seed0", seed=0)  # doctest: +SKIP
-    >>> preds = predict(ckpt, fused_test.paths, PRESETS["quick"])  # {id: (N, 6) [x1,y1,x2,y2,score,cls]}
+    >>> ckpt = train(fused_train.paths, train_ds, PRESETS["quick"], "runs/x/vis", seed=0)  # doctest: +SKIP
+    >>> preds = predict(ckpt, fused_test.paths, PRESETS["quick"])  # {id: (N,6) [x1,y1,x2,y2,score,cls]}
 """
 
 from __future__ import annotations
@@ -82,8 +84,8 @@ def train(train_images: Mapping[str, Path], train_ds, protocol: DetProtocol, run
     last = run_dir / "train" / "weights" / "last.pt"
     if not last.is_file():
         raise TrainingError(f"ultralytics finished without writing {last}; see {run_dir / 'train'}")
-    log.info("trained %s (%s, seed %d) on %d images in %.1f s", protocol.model, protocol.id, seed, len(train_ds),
-             time.perf_counter() - t0)
+    log.info("trained %s (%s, seed %d) on %d images in %.1f s", protocol.model, protocol.id, seed,
+             len(train_ds), time.perf_counter() - t0)
     return last
 
 
@@ -105,7 +107,8 @@ def _load(checkpoint, state_dir, threads):
 
 
 def predict(checkpoint: str | Path, images: Mapping[str, Path], protocol: DetProtocol, device: str = "cpu",
-            threads: int | None = None, batch: int = 16, state_dir: str | Path | None = None) -> dict[str, np.ndarray]:
+            threads: int | None = None, batch: int = 16,
+            state_dir: str | Path | None = None) -> dict[str, np.ndarray]:
     """Detect objects in ``images`` with a trained checkpoint.
 
     Args:

@@ -30,8 +30,8 @@ log = logging.getLogger(__name__)
 def yolo_label_text(boxes: np.ndarray, size_hw: tuple[int, int]) -> str:
     """``cls cx cy w h`` lines (normalised to [0, 1]) of (K, 5) ``[cls, x1, y1, x2, y2]`` pixel boxes."""
     h, w = size_hw
-    lines = [f"{int(c)} {(x1 + x2) / 2 / w:.8f} {(y1 + y2) / 2 / h:.8f} {(x2 - x1) / w:.8f} {(y2 - y1) / h:.8f}"
-             for c, x1, y1, x2, y2 in np.asarray(boxes, np.float64).reshape(-1, 5)]
+    lines = [f"{int(c)} {(x1 + x2) / 2 / w:.8f} {(y1 + y2) / 2 / h:.8f} {(x2 - x1) / w:.8f} "
+             f"{(y2 - y1) / h:.8f}" for c, x1, y1, x2, y2 in np.asarray(boxes, np.float64).reshape(-1, 5)]
     return "".join(line + "\n" for line in lines)
 
 

@@ -55,25 +55,37 @@ def extract_state_dict(obj, path: Path | str = "<checkpoint>") -> dict[str, torc
     return sd
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a checkpoint with ``weights_only=True`` on the CPU and return its state dict."""
+def read_checkpoint(path: str | os.PathLike):
+    """Read a checkpoint file with ``weights_only=True`` on the CPU and return the object as stored."""
     path = Path(path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise WeightsError(f"weights file not found: {path}") from None
     except Exception as exc:
         raise WeightsError(f"{path}: cannot be loaded safely with weights_only=True ({exc})") from exc
-    return extract_state_dict(obj, path)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a checkpoint with ``weights_only=True`` on the CPU and return its state dict."""
+    return extract_state_dict(read_checkpoint(path), path)
 
 
 def load_weights(model: nn.Module, source, strict: bool = True) -> None:
     """Load a checkpoint path or state dict into ``model``; float16 tensors are cast to the parameter dtype.
 
+    A model whose official file is not one state dict (e.g. several sub-network state dicts side by
+    side) defines ``convert_official_checkpoint(obj) -> obj``; it receives the loaded object first
+    and returns it in a form :func:`extract_state_dict` understands (unchanged if already so).
+
     Raises:
         WeightsError: listing missing keys, unexpected keys and shape mismatches.
     """
-    sd = load_checkpoint(source) if not isinstance(source, dict) else extract_state_dict(source)
+    obj = read_checkpoint(source) if not isinstance(source, dict) else source
+    convert = getattr(model, "convert_official_checkpoint", None)
+    if convert is not None:
+        obj = convert(obj)
+    sd = extract_state_dict(obj, source if not isinstance(source, dict) else "<state dict>")
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]

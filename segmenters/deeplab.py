@@ -44,8 +44,10 @@ def build_model(protocol: SegProtocol, num_classes: int) -> nn.Module:
     if protocol.arch != "deeplabv3plus":
         raise ConfigError(f"unknown segmentation architecture {protocol.arch!r} (known: deeplabv3plus)")
     download = protocol.encoder_weights == "imagenet"
+    # smp's timm-universal ("tu-") encoders take True for their default pretrained tag
+    pretrained = (True if protocol.encoder.startswith("tu-") else "imagenet") if download else None
     try:
-        model = smp.DeepLabV3Plus(encoder_name=protocol.encoder, encoder_weights="imagenet" if download else None,
+        model = smp.DeepLabV3Plus(encoder_name=protocol.encoder, encoder_weights=pretrained,
                                   encoder_output_stride=protocol.output_stride,
                                   decoder_channels=protocol.decoder_channels, in_channels=3, classes=num_classes)
     except KeyError as exc:
@@ -86,6 +88,7 @@ def train(train_set: FusedSet, train_ds: PairedDataset, protocol: SegProtocol, r
     if protocol.encoder_weights is None and protocol.name == "paper" and not final.is_file():
         log.warning("protocol 'paper' without encoder_weights trains the encoder from scratch; the published "
                     "numbers use ImageNet weights (encoder_weights=PATH)")
+    torch.manual_seed(protocol.seed)  # the initial weights are part of what the seed fixes
     model = build_model(protocol, len(train_ds.card.seg_classes))
     return fit(model, train_set, train_ds, protocol, run_dir, device, progress=progress)
 

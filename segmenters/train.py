@@ -213,7 +213,6 @@ def fit(model: nn.Module, train_set: FusedSet, train_ds: PairedDataset, protocol
     iters_per_epoch = n // p.batch
     total_iters = iters_per_epoch * p.epochs
 
-    torch.manual_seed(p.seed)
     model = model.to(device)
     if dinfo.enabled and device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -275,8 +274,9 @@ def fit(model: nn.Module, train_set: FusedSet, train_ds: PairedDataset, protocol
                           "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict()}, last)
             _append_log(run_dir / LOG, {"epoch": epoch + 1, "loss": f"{np.mean(losses):.6f}",
                                         "lr_end": f"{lr:.3e}", "seconds": f"{time.perf_counter() - t0:.2f}"})
-        log.info("%s epoch %d/%d: loss %.4f (%.1f s)", train_set.method, epoch + 1, p.epochs, np.mean(losses),
-                 time.perf_counter() - t0)
+        if dinfo.is_main:
+            log.info("%s epoch %d/%d: loss %.4f (%.1f s)", train_set.method, epoch + 1, p.epochs,
+                     np.mean(losses), time.perf_counter() - t0)
         distributed.barrier()
     if dinfo.is_main:
         _atomic_save({**identity, "epoch": p.epochs, "iteration": total_iters, "train_seconds": seconds,

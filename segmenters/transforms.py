@@ -32,7 +32,7 @@ def random_scale_crop_flip(img: np.ndarray, mask: np.ndarray, rng: np.random.Gen
         mask: (H,W) integer class ids.
         rng: source of every random choice.
         crop_hw: output (H, W).
-        scale_range: rescale factor drawn uniformly from this range (bilinear image, nearest mask).
+        scale_range: rescale factor drawn uniformly from this range (bilinear image, pixel-centre-aligned nearest mask).
         hflip, vflip: flip with probability 0.5 each.
         ignore_index: mask value of padded pixels.
 
@@ -46,7 +46,7 @@ def random_scale_crop_flip(img: np.ndarray, mask: np.ndarray, rng: np.random.Gen
     if (nh, nw) != (h, w):
         img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
         mask = cv2.resize(mask.astype(np.uint8 if mask.max() < 256 else np.uint16), (nw, nh),
-                          interpolation=cv2.INTER_NEAREST)
+                          interpolation=cv2.INTER_NEAREST_EXACT)
     x = normalize(img)
     mask = mask.astype(np.int64)
     ch, cw = crop_hw

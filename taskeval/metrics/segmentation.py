@@ -11,8 +11,9 @@ derived from the pooled matrix (never averaged per image):
   convention of the MSRS/SeAFusion papers), NaN classes left out of the mean (as torchmetrics'
   ``MulticlassJaccardIndex(average="macro")`` and mmsegmentation do; SeAFusion's ``np.mean`` would
   return NaN instead).
-* ``mIoU_fg``: the same mean without class 0. Class-0 pixels still count as false negatives or
-  false positives of the other classes (the IoU vector is computed first, then entry 0 dropped).
+* ``mIoU_nobg`` (key ``mIoU_fg`` of :func:`seg_scores_from_confmat`): the same mean without class 0.
+  Class-0 pixels still count as false negatives or false positives of the other classes (the IoU
+  vector is computed first, then entry 0 dropped).
 * ``Acc[c] = TP / (TP + FN)`` (recall); NaN when ``c`` is absent from the ground truth.
   ``mAcc``: mean of ``Acc`` over classes present in the ground truth (class 0 included).
 * ``pixel_acc``: correctly classified labelled pixels / labelled pixels.
@@ -40,13 +41,13 @@ DEFINITIONS = {
            "is absent from both ground truth and prediction",
     "mIoU": "mean IoU over all classes including class 0 (MSRS/SeAFusion convention); classes absent from "
             "both ground truth and prediction are left out of the mean",
-    "mIoU_fg": "mean IoU over classes 1..K-1 (class 0 excluded; its pixels still count as FP/FN of the "
+    "mIoU_nobg": "mean IoU over classes 1..K-1 (class 0 excluded; its pixels still count as FP/FN of the "
                "other classes); absent classes left out",
     "Acc": "per class TP/(TP+FN); NaN if the class is absent from the ground truth",
     "mAcc": "mean per-class accuracy over classes present in the ground truth (class 0 included)",
     "pixel_acc": "correct labelled pixels / labelled pixels",
 }
-OVERALL_METRICS = ("mIoU", "mIoU_fg", "mAcc", "pixel_acc")
+OVERALL_METRICS = ("mIoU", "mIoU_nobg", "mAcc", "pixel_acc")  # result-row metric names
 
 
 def _as_labels(preds: Tensor, target: Tensor) -> Tensor:
@@ -165,7 +166,7 @@ class SegScores:
     confmat: np.ndarray
 
     @classmethod
-    def from_confmat(cls, confmat: Tensor | np.ndarray, class_names: tuple[str, ...] | list[str]) -> "SegScores":
+    def from_confmat(cls, confmat: Tensor | np.ndarray, class_names: tuple[str, ...] | list[str]) -> SegScores:
         confmat = torch.as_tensor(np.asarray(confmat)).to(torch.int64)
         if confmat.shape != (len(class_names), len(class_names)):
             raise ValueError(f"confusion matrix {tuple(confmat.shape)} does not fit {len(class_names)} class names")
@@ -174,7 +175,8 @@ class SegScores:
                    float(s["mIoU_fg"]), float(s["mAcc"]), float(s["pixel_acc"]), confmat.numpy())
 
     def overall(self) -> dict[str, float]:
-        return {"mIoU": self.miou, "mIoU_fg": self.miou_fg, "mAcc": self.macc, "pixel_acc": self.pixel_acc}
+        """Overall scores under their result-row names (:data:`OVERALL_METRICS`)."""
+        return {"mIoU": self.miou, "mIoU_nobg": self.miou_fg, "mAcc": self.macc, "pixel_acc": self.pixel_acc}
 
     def as_dict(self) -> dict:
         """JSON-able: overall scores, per-class IoU/Acc (None for NaN) and the confusion matrix."""

@@ -1,0 +1,171 @@
+"""``taskeval detect`` and ``taskeval score-det`` end to end on tiny data; numbers checked with plain
+pycocotools on the files the command wrote."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+from taskeval.cli.detect_cmd import method_list, summarize
+from taskeval.cli.main import main
+from taskeval.data.synth import SynthConfig, generate
+from taskeval.results import Row, read_rows
+
+TINY = ["epochs=1", "imgsz=64", "batch=4", "nbs=4", "val_images=2"]
+
+
+@pytest.fixture(scope="module")
+def tiny_card(tmp_path_factory):
+    cfg = SynthConfig(n_train=12, n_test=6, height=64, width=80)
+    return generate(tmp_path_factory.mktemp("tiny") / "synth", cfg, progress=False)
+
+
+def _pycocotools_map(gt_path, dt_path) -> tuple[float, float]:
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO(str(gt_path))
+        dets = json.loads(dt_path.read_text())
+        if not dets:
+            return 0.0, 0.0
+        ev = COCOeval(coco_gt, coco_gt.loadRes(dets), "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return ev.stats[1], ev.stats[0]
+
+
+def _value(rows, method, metric, protocol=None):
+    (v,) = [r.value for r in rows if r.method == method and r.metric == metric and r.cls == ""
+            and (protocol is None or r.protocol == protocol)]
+    return v
+
+
+def test_method_list_adds_reference_rows():
+    assert method_list("max,average") == ["ir", "vis", "max", "average"]
+    assert method_list("vis,max", extra=["mine"]) == ["ir", "vis", "max", "mine"]
+    assert method_list("max", no_refs=True) == ["max"]
+
+
+def test_summary_mean_and_sample_std():
+    rows = [Row("m", "detection", "d", "p", s, "mAP50", "", v) for s, v in enumerate([0.2, 0.4, 0.9])]
+    n, mean, std = summarize(rows)[("m", "p", "mAP50", "")]
+    assert n == 3 and mean == pytest.approx(0.5)
+    assert std == pytest.approx(math.sqrt((0.3 ** 2 + 0.1 ** 2 + 0.4 ** 2) / 2))
+    assert math.isnan(summarize(rows[:1])[("m", "p", "mAP50", "")][2])
+
+
+def test_detect_resume_and_fixed_checkpoint(tiny_card, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["detect", "--data", str(tiny_card), "--methods", "vis", "--no-refs", "--out", str(out),
+            "--threads", "1", "--seeds", "0", *TINY]
+    assert main(args) == 0
+    rows = read_rows(out / "results.csv")
+    assert {r.method for r in rows} == {"vis"} and {r.seed for r in rows} == {0}
+    (protocol,) = {r.protocol for r in rows}
+    assert re.fullmatch(r"quick-[0-9a-f]{6}", protocol)
+    assert {r.metric for r in rows} >= {"mAP50", "mAP50_95", "precision", "recall", "AP50"}
+    (cell,) = list((out / "cells").iterdir())
+    ref50, ref = _pycocotools_map(cell / "gt.json", cell / "predictions.json")
+    assert abs(_value(rows, "vis", "mAP50") - ref50) < 1e-9
+    assert abs(_value(rows, "vis", "mAP50_95") - ref) < 1e-9
+    assert json.loads((out / "results.json").read_text())[0]["protocol"] == protocol
+    assert "vis" in (out / "summary.csv").read_text()
+    assert "mAP50" in capsys.readouterr().out
+
+    stamp = (cell / "cell.json").stat().st_mtime_ns
+    assert main([*args, "--resume"]) == 0  # nothing to do: the finished cell is kept, not retrained
+    assert (cell / "cell.json").stat().st_mtime_ns == stamp
+    assert "done before, skipped" in (out / "taskeval.log").read_text()
+
+    ckpt = cell / "work" / "train" / "weights" / "last.pt"
+    out2 = tmp_path / "fixed"
+    assert main(["detect", "--data", str(tiny_card), "--methods", "ir,vis", "--no-refs", "--out", str(out2),
+                 "--threads", "1", "--fixed-checkpoint", str(ckpt), *TINY]) == 0
+    fixed = read_rows(out2 / "results.csv")
+    protocols = {r.protocol for r in fixed}
+    assert len(protocols) == 1 and re.fullmatch(rf"fixed:ckpt-[0-9a-f]{{8}}@{protocol}", protocols.pop())
+    assert {r.seed for r in fixed} == {None}
+    assert not list((out2 / "cells").glob("*/work"))  # no training
+    # the same checkpoint on the same vis images gives the same numbers as the retrain cell
+    assert _value(fixed, "vis", "mAP50") == pytest.approx(_value(rows, "vis", "mAP50"), abs=1e-12)
+
+
+def test_detect_refuses_incomplete_fused_folder(tiny_card, tmp_path, capsys):
+    fused = tmp_path / "mine"
+    for split in ("train", "test"):
+        shutil.copytree(tiny_card.parent / split / "vi", fused / split)
+    missing = sorted((fused / "test").iterdir())[:2]
+    for p in missing:
+        p.unlink()
+    code = main(["detect", "--data", str(tiny_card), "--no-refs", "--fused", f"mine={fused}",
+                 "--out", str(tmp_path / "run"), *TINY])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "missing 2 of 6 fused images" in err and all(p.stem in err for p in missing)
+    assert not list((tmp_path / "run").glob("cells/*/work"))  # failed before any training
+
+
+def test_detect_unknown_method(tiny_card, tmp_path, capsys):
+    assert main(["detect", "--data", str(tiny_card), "--methods", "maxx", "--out", str(tmp_path / "r")]) == 2
+    assert "did you mean 'max'" in capsys.readouterr().err
+
+
+def _score_case(tmp_path):
+    from taskeval.metrics.detection import coco_detections, coco_ground_truth
+
+    rng = np.random.default_rng(0)
+    sizes = {f"s{k}": (100, 120) for k in range(8)}
+    boxes = {}
+    preds = {}
+    for sid in sizes:
+        xy = rng.uniform(0, 80, (3, 2))
+        b = np.c_[rng.integers(0, 2, 3), xy, xy + rng.uniform(8, 30, (3, 2))]
+        boxes[sid] = b
+        preds[sid] = np.c_[b[:, 1:5] + rng.normal(0, 3, (3, 4)), rng.random(3), b[:, 0]]
+    gt = coco_ground_truth(boxes, sizes, ("a", "b"))
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "dt.json").write_text(json.dumps(coco_detections(preds, gt)))
+
+
+def test_score_det_json(tmp_path, capsys):
+    _score_case(tmp_path)
+    gt_dt = ["--gt", str(tmp_path / "gt.json"), "--pred", str(tmp_path / "dt.json")]
+    assert main(["score-det", *gt_dt, "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    ref50, ref = _pycocotools_map(tmp_path / "gt.json", tmp_path / "dt.json")
+    assert abs(got["map50"] - ref50) < 1e-9 and abs(got["map50_95"] - ref) < 1e-9
+    assert set(got["per_class"]) == {"a", "b"}
+    assert main(["score-det", *gt_dt]) == 0
+    assert "AP50" in capsys.readouterr().out
+
+
+def test_score_det_unknown_ids(tmp_path, capsys):
+    _score_case(tmp_path)
+    dets = json.loads((tmp_path / "dt.json").read_text())
+    dets.append({**dets[0], "image_id": "nowhere"})
+    (tmp_path / "dt.json").write_text(json.dumps(dets))
+    assert main(["score-det", "--gt", str(tmp_path / "gt.json"), "--pred", str(tmp_path / "dt.json")]) == 2
+    assert "not in the ground truth: nowhere" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_msrs_sample_detect_matches_independent_pycocotools(shared, tmp_path):
+    """A real (short) training on the MSRS sample; its mAP equals plain pycocotools on the written files."""
+    out = tmp_path / "run"
+    assert main(["detect", "--data", "msrs_sample", "--root", str(shared / "data" / "msrs_det"), "--no-refs",
+                 "--methods", "vis", "--out", str(out), "--threads", "1", "epochs=3", "imgsz=320"]) == 0
+    rows = read_rows(out / "results.csv")
+    (cell,) = list((out / "cells").iterdir())
+    ref50, ref = _pycocotools_map(cell / "gt.json", cell / "predictions.json")
+    assert len(json.loads((cell / "gt.json").read_text())["images"]) == 30
+    assert abs(_value(rows, "vis", "mAP50") - ref50) < 1e-9
+    assert abs(_value(rows, "vis", "mAP50_95") - ref) < 1e-9
