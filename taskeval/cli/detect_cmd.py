@@ -393,7 +393,9 @@ def register(sub) -> None:
     p.add_argument("--test-split", default="test")
     p.add_argument("--cache", help="fusion cache folder (default <out>/fused)")
     p.add_argument("--device", default="cpu", help="cpu, 0, or 0,1 for DDP training (default cpu)")
-    p.add_argument("--threads", type=int, help="CPU threads (default: torch's default)")
+    p.add_argument("--threads", type=int,
+                   help="CPU threads (default: torch's default); use 1 on a machine busy with other jobs "
+                        "(two threads on two busy cores trained 11x slower than one)")
     p.add_argument("--workers", type=int, default=0, help="dataloader worker processes (default 0)")
     p.add_argument("--backend", default="auto", choices=BACKENDS,
                    help="COCO scorer (auto: faster-coco-eval when installed, else pycocotools)")
