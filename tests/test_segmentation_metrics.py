@@ -101,6 +101,18 @@ def test_miou_equals_torchmetrics_macro_jaccard():
     np.testing.assert_allclose(ours["IoU"][present].numpy(), per_class[present].double().numpy(), rtol=1e-6)
 
 
+def test_confusion_matrix_equals_torchmetrics():
+    from torchmetrics.functional.classification import multiclass_confusion_matrix
+
+    rng = np.random.default_rng(11)
+    preds, gts = _random_batch(rng, 3, 30, 40, 7)
+    p, g = torch.from_numpy(np.stack(preds)), torch.from_numpy(np.stack(gts)).to(torch.uint8)
+    np.testing.assert_array_equal(seg_confusion_matrix(p, g, 7).numpy(),
+                                  multiclass_confusion_matrix(p, g.long(), 7, ignore_index=IGNORE).numpy())
+    np.testing.assert_array_equal(seg_confusion_matrix(p, g.long() % 7, 7, ignore_index=None).numpy(),
+                                  multiclass_confusion_matrix(p, g.long() % 7, 7).numpy())
+
+
 def test_logits_are_argmaxed():
     rng = np.random.default_rng(0)
     logits = torch.from_numpy(rng.normal(size=(2, 4, 8, 8)))

@@ -111,7 +111,7 @@ def score_label_maps(preds: dict[str, np.ndarray], ds: PairedDataset) -> SegScor
         if pred.shape != mask.shape:
             raise DataError(f"prediction for {sid!r} is {pred.shape[1]}x{pred.shape[0]} but its mask is "
                             f"{mask.shape[1]}x{mask.shape[0]}")
-        metric.update(torch.from_numpy(pred.astype(np.int64)), torch.from_numpy(mask))
+        metric.update(torch.from_numpy(pred), torch.from_numpy(mask))
     return SegScores.from_confmat(metric.confmat, ds.card.seg_classes)
 
 

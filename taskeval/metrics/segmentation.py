@@ -1,7 +1,7 @@
 """Semantic-segmentation scores from one confusion matrix pooled over a whole split.
 
-The confusion matrix is accumulated with torchmetrics (``multiclass_confusion_matrix``, a single
-``bincount`` per batch; its state is summed across processes under DDP). Rows are ground truth, columns
+The confusion matrix is accumulated in a torchmetrics ``Metric`` (one ``bincount`` per batch; the state
+is summed across processes under DDP). Rows are ground truth, columns
 predictions; pixels whose ground truth is ``ignore_index`` are dropped before counting. Every score is
 derived from the pooled matrix (never averaged per image):
 
@@ -34,7 +34,6 @@ import numpy as np
 import torch
 from torch import Tensor
 from torchmetrics import Metric
-from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 DEFINITIONS = {
     "IoU": "per class TP/(TP+FP+FN) from one confusion matrix pooled over all test pixels; NaN if the class "
@@ -60,24 +59,17 @@ def _as_labels(preds: Tensor, target: Tensor) -> Tensor:
     return preds
 
 
-def _check_range(preds: Tensor, target: Tensor, num_classes: int, ignore_index: int | None) -> None:
-    # torchmetrics' own validation is slow (2.4 s vs 0.25 s for 361 MSRS masks); these two reductions are
-    # what it takes to keep bincount from silently folding an out-of-range id into another cell.
-    if preds.numel() == 0:
-        return
-    lo, hi = torch.aminmax(preds)
-    if lo < 0 or hi >= num_classes:
-        raise ValueError(f"prediction ids must lie in 0..{num_classes - 1}, found {int(lo)}..{int(hi)}")
-    valid = target if ignore_index is None else target[target != ignore_index]
-    if valid.numel():
-        lo, hi = torch.aminmax(valid)
-        if lo < 0 or hi >= num_classes:
-            raise ValueError(f"target ids must lie in 0..{num_classes - 1} (or be the ignore index "
-                             f"{ignore_index}), found {int(lo)}..{int(hi)}")
+def _ids(x: Tensor) -> Tensor:
+    # int32 halves the memory traffic of the index arithmetic; class ids and K*K fit easily
+    return x.reshape(-1).to(torch.int32)
 
 
 def seg_confusion_matrix(preds: Tensor, target: Tensor, num_classes: int, ignore_index: int | None = 255) -> Tensor:
     """(K,K) int64 confusion matrix, rows = ground truth, columns = prediction.
+
+    One ``bincount`` over ``target * K + pred`` with ignored pixels sent to an extra bin (the same
+    counts as torchmetrics' ``multiclass_confusion_matrix``, which boolean-indexes the ignored pixels
+    away: about 10 ms per 480x640 mask on one CPU thread against 1 ms here).
 
     Args:
         preds: (N,H,W) or (H,W) integer class ids, or (N,K,H,W) logits/probabilities.
@@ -89,9 +81,23 @@ def seg_confusion_matrix(preds: Tensor, target: Tensor, num_classes: int, ignore
         ValueError: shapes differ or an id lies outside ``0..K-1`` (``ignore_index`` allowed in target).
     """
     preds = _as_labels(preds, target)
-    _check_range(preds, target, num_classes, ignore_index)
-    return multiclass_confusion_matrix(preds, target, num_classes, ignore_index=ignore_index,
-                                       validate_args=False).to(torch.int64)
+    k = num_classes
+    p, g = _ids(preds), _ids(target)
+    if p.numel() == 0:
+        return torch.zeros(k, k, dtype=torch.int64, device=preds.device)
+    ignored = g == ignore_index if ignore_index is not None else None
+    lo, hi = torch.aminmax(p)
+    if lo < 0 or hi >= k:
+        raise ValueError(f"prediction ids must lie in 0..{k - 1}, found {int(lo)}..{int(hi)}")
+    lo, hi = torch.aminmax(g if ignored is None else g.masked_fill(ignored, 0))
+    if lo < 0 or hi >= k:
+        raise ValueError(f"target ids must lie in 0..{k - 1} (or be the ignore index {ignore_index}), "
+                         f"found {int(lo)}..{int(hi)}")
+    idx = g * k
+    idx += p
+    if ignored is not None:
+        idx.masked_fill_(ignored, k * k)
+    return torch.bincount(idx, minlength=k * k + 1)[: k * k].reshape(k, k).to(torch.int64)
 
 
 def _nanmean(x: Tensor) -> Tensor:
