@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import sys
 import time
 from collections import defaultdict
 from dataclasses import replace
@@ -322,6 +323,11 @@ def _fmt(mean: float, std: float) -> str:
     return f"{100 * mean:.1f}" + ("" if math.isnan(std) else f"±{100 * std:.1f}")
 
 
+def _console() -> Console:
+    # per-class tables of 9+ classes are wider than rich's 80-column default for pipes and log files
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
 def print_summary(summary: list[dict], classes: tuple[str, ...], con: Console) -> None:
     """One table of overall scores and one of per-class IoU per protocol, then the definitions."""
     by = {(s["method"], s["protocol"], s["metric"], s["cls"]): s for s in summary}
@@ -425,7 +431,7 @@ def run_segment(args) -> int:
         print_json({"run": str(out), "protocol": protocol_id(protocol), "definitions": DEFINITIONS,
                     "summary": summary})
     else:
-        con = Console()
+        con = _console()
         print_summary(summary, card.seg_classes, con)
         con.print(f"results: {out / 'results.csv'} (confusion matrices in each cell folder)")
     return 0
@@ -513,7 +519,7 @@ def run_score(args) -> int:
         print_json({"gt": args.gt, "pred": args.pred, "n_images": n, "ignore_index": ignore, **scores.as_dict(),
                     "definitions": DEFINITIONS})
         return 0
-    con = Console()
+    con = _console()
     t = Table(title=f"{n} images: {args.pred} vs {args.gt}")
     for col in ("class", "IoU %", "Acc %"):
         t.add_column(col, justify="left" if col == "class" else "right")
