@@ -167,8 +167,7 @@ def _append_log(path: Path, row: dict) -> None:
 
 
 def fit(model: nn.Module, train_set: FusedSet, train_ds: PairedDataset, protocol: SegProtocol,
-        run_dir: str | Path, device: str | torch.device = "cpu", meta: dict | None = None,
-        progress: bool = True) -> Path:
+        run_dir: str | Path, device: str | torch.device = "cpu", progress: bool = True) -> Path:
     """Train ``model`` on the fused training images and return the path of the final checkpoint.
 
     Writes into ``run_dir``: ``last.pt`` after every epoch (model, optimiser, scaler, epoch; removed
@@ -183,7 +182,7 @@ def fit(model: nn.Module, train_set: FusedSet, train_ds: PairedDataset, protocol
         protocol: training settings.
         run_dir: folder for checkpoints and the log.
         device: where to train; under DDP the process's own device.
-        meta: extra JSON-able entries stored in the checkpoints (architecture settings...).
+        progress: show a progress bar (process 0 only).
 
     Raises:
         TrainingError: non-finite loss (``last.pt`` of the last finished epoch is kept), or a
@@ -200,7 +199,7 @@ def fit(model: nn.Module, train_set: FusedSet, train_ds: PairedDataset, protocol
     train_set.require(train_ds.ids)
     identity = {"format": CHECKPOINT_FORMAT, "protocol": to_plain(p), "classes": classes,
                 "ignore_index": ignore_index, "train_key": train_set.key, "train_method": train_set.method,
-                "dataset": train_ds.card.name, **(meta or {})}
+                "dataset": train_ds.card.name}
     final, last = run_dir / FINAL, run_dir / LAST
     if final.is_file():
         _check_identity(load_checkpoint_file(final), identity, final)
@@ -274,7 +273,6 @@ def fit(model: nn.Module, train_set: FusedSet, train_ds: PairedDataset, protocol
                           "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict()}, last)
             _append_log(run_dir / LOG, {"epoch": epoch + 1, "loss": f"{np.mean(losses):.6f}",
                                         "lr_end": f"{lr:.3e}", "seconds": f"{time.perf_counter() - t0:.2f}"})
-        if dinfo.is_main:
             log.info("%s epoch %d/%d: loss %.4f (%.1f s)", train_set.method, epoch + 1, p.epochs,
                      np.mean(losses), time.perf_counter() - t0)
         distributed.barrier()
@@ -286,13 +284,27 @@ def fit(model: nn.Module, train_set: FusedSet, train_ds: PairedDataset, protocol
     return final
 
 
+# Execution settings that may change between an interrupted run and its resumption.
+_EXECUTION_ONLY = ("workers", "eval_batch")
+
+
 def _check_identity(ck: dict, identity: dict, path: Path) -> None:
-    diff = [k for k in identity if ck.get(k) != identity[k]]
+    def same(key):
+        if key != "protocol":
+            return ck.get(key) == identity[key]
+        a, b = dict(ck.get("protocol") or {}), dict(identity["protocol"])
+        for k in _EXECUTION_ONLY:
+            a.pop(k, None)
+            b.pop(k, None)
+        return a == b
+
+    diff = [k for k in identity if not same(k)]
     if diff:
         detail = "; ".join(f"{k}: checkpoint {ck.get(k)!r} vs now {identity[k]!r}" for k in diff[:4]
                            if k != "protocol")
         if "protocol" in diff:
-            fields = [f for f in identity["protocol"] if ck.get("protocol", {}).get(f) != identity["protocol"][f]]
+            fields = [f for f in identity["protocol"] if f not in _EXECUTION_ONLY
+                      and ck.get("protocol", {}).get(f) != identity["protocol"][f]]
             detail = f"protocol fields {fields}" + (f"; {detail}" if detail else "")
         raise TrainingError(f"{path} was made with different settings ({detail}); delete it or choose another "
                             "run directory")
