@@ -32,11 +32,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from taskeval.config import load_config
-from taskeval.errors import ConfigError
+from taskeval.config import load_preset
 
 
 @dataclass(frozen=True)
@@ -131,7 +130,7 @@ def _file_digest(path: Path) -> str:
 PRESETS: dict[str, DetProtocol] = {
     "paper": DetProtocol(name="paper"),
     "quick": DetProtocol(
-        name="quick", model="yolov8n.yaml", imgsz=160, epochs=8, batch=4, nbs=4, optimizer="AdamW", lr0=0.002,
+        name="quick", model="yolov8n.yaml", imgsz=160, epochs=7, batch=4, nbs=4, optimizer="AdamW", lr0=0.002,
         warmup_epochs=0.0, mosaic=0.0, hsv_h=0.0, hsv_s=0.2, hsv_v=0.2,
         translate=0.1, scale=0.2, max_det=100),
 }
@@ -142,15 +141,4 @@ def load_protocol(spec: str = "quick", overrides: list[str] | None = None) -> De
 
     A protocol changed by overrides keeps its name; its hash (and so its id) changes.
     """
-    if spec in PRESETS:
-        base = asdict(PRESETS[spec])
-        return load_config(DetProtocol, None, overrides, base=base)
-    path = Path(spec)
-    if path.suffix in (".yaml", ".yml") or path.is_file():
-        proto = load_config(DetProtocol, path, overrides)
-        return proto if proto.name != "custom" else replace(proto, name=path.stem)
-    from taskeval.registry import suggest
-
-    keys = ", ".join(f.name for f in fields(DetProtocol))
-    raise ConfigError(f"unknown detection protocol {spec!r}{suggest(spec, PRESETS)}; presets: "
-                      f"{', '.join(PRESETS)}, or a YAML file with fields {keys}")
+    return load_preset(DetProtocol, PRESETS, spec, overrides, "detection protocol")

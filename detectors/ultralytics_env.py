@@ -14,6 +14,7 @@ What ultralytics does by default and what stops it (see TOOLCHAIN.md):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -81,3 +82,17 @@ def prepare(state_dir: str | Path | None = None, threads: int | None = None):
     tu.NUM_THREADS = n  # select_device() calls torch.set_num_threads(NUM_THREADS) on the CPU
     torch.set_num_threads(n)
     return ultralytics
+
+
+@contextlib.contextmanager
+def quiet(enabled: bool = True):
+    """Silence ultralytics' per-epoch progress bars and INFO lines (its bars switch off when its logger is
+    above INFO); warnings still show. Used where taskeval draws one overall progress bar itself."""
+    logger = logging.getLogger("ultralytics")
+    level = logger.level
+    if enabled:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

@@ -28,7 +28,7 @@ from typing import Mapping
 import numpy as np
 
 from detectors.protocol import DetProtocol
-from detectors.ultralytics_env import prepare
+from detectors.ultralytics_env import prepare, quiet
 from detectors.yolo_data import write_yolo_dataset
 from taskeval.errors import DataError, TrainingError, WeightsError
 
@@ -42,7 +42,7 @@ def first_device(device: str) -> str:
 
 def train(train_images: Mapping[str, Path], train_ds, protocol: DetProtocol, run_dir: str | Path,
           device: str = "cpu", seed: int | None = None, threads: int | None = None, workers: int = 0,
-          state_dir: str | Path | None = None, verbose: bool = False) -> Path:
+          state_dir: str | Path | None = None, verbose: bool = False, progress: bool = True) -> Path:
     """Train a detector from ``protocol.model`` on ``train_images`` with the boxes of ``train_ds``.
 
     Args:
@@ -55,7 +55,8 @@ def train(train_images: Mapping[str, Path], train_ds, protocol: DetProtocol, run
         threads: CPU threads (None: the caller's ``torch.get_num_threads()``).
         workers: dataloader worker processes (0: load in the main process, best for small data on a CPU).
         state_dir: ultralytics' settings folder (default ``<run_dir>/third_party``).
-        verbose: ultralytics' per-epoch console output.
+        verbose: ultralytics' detailed console output.
+        progress: ultralytics' per-epoch progress bars and INFO lines (False: warnings only).
 
     Returns:
         The checkpoint of the last epoch (``<run_dir>/train/weights/last.pt``); no epoch is selected on
@@ -80,7 +81,8 @@ def train(train_images: Mapping[str, Path], train_ds, protocol: DetProtocol, run
                 val=False, verbose=verbose, patience=0,
                 pretrained=str(Path(protocol.pretrained).resolve()) if protocol.pretrained else False)
     t0 = time.perf_counter()
-    model.train(**args)
+    with quiet(not progress):
+        model.train(**args)
     last = run_dir / "train" / "weights" / "last.pt"
     if not last.is_file():
         raise TrainingError(f"ultralytics finished without writing {last}; see {run_dir / 'train'}")

@@ -131,49 +131,25 @@ _PAPER = ("Liu, Fan, Huang, Wu, Liu, Zhong, Luo: Target-aware Dual Adversarial L
 _URL = "https://github.com/JinyuanLiu-CV/TarDAL"
 
 
-@register_fusion_model(
-    "tardal",
-    vis_input="y",
-    output="y",
-    normalize="clip",
-    trainable=True,
-    paper=_PAPER,
-    licence="GPL-3.0",
-    url=_URL,
-    weights_file="tardal.pt",
-    description="dense CNN generator (2022 release), optimised for human vision; BatchNorm per sample",
+# One generator, three official weight sets: (name, weights file, BatchNorm mode, description).
+_VARIANTS = (
+    ("tardal", "tardal.pt", "instance",
+     "dense CNN generator (2022 release), optimised for human vision; BatchNorm per sample"),
+    ("tardal+", "tardal+.pt", "running",
+     "TarDAL generator with the detection-optimised weights; running BatchNorm statistics"),
+    ("tardal++", "tardal++.pt", "running",
+     "TarDAL generator with the joint vision/detection weights; running BatchNorm statistics"),
 )
-def tardal(bn_mode: str = "instance") -> nn.Module:
-    return TarDAL(bn_mode=bn_mode)
 
 
-@register_fusion_model(
-    "tardal+",
-    vis_input="y",
-    output="y",
-    normalize="clip",
-    trainable=True,
-    paper=_PAPER,
-    licence="GPL-3.0",
-    url=_URL,
-    weights_file="tardal+.pt",
-    description="TarDAL generator with the detection-optimised weights; running BatchNorm statistics",
-)
-def tardal_plus(bn_mode: str = "running") -> nn.Module:
-    return TarDAL(bn_mode=bn_mode)
+def _register(name: str, weights_file: str, default_bn: str, description: str) -> None:
+    def build(bn_mode: str = default_bn) -> nn.Module:
+        return TarDAL(bn_mode=bn_mode)
+
+    build.__name__ = build.__qualname__ = name.replace("+", "_plus")
+    register_fusion_model(name, vis_input="y", output="y", normalize="clip", trainable=True, paper=_PAPER,
+                          licence="GPL-3.0", url=_URL, weights_file=weights_file, description=description)(build)
 
 
-@register_fusion_model(
-    "tardal++",
-    vis_input="y",
-    output="y",
-    normalize="clip",
-    trainable=True,
-    paper=_PAPER,
-    licence="GPL-3.0",
-    url=_URL,
-    weights_file="tardal++.pt",
-    description="TarDAL generator with the joint vision/detection weights; running BatchNorm statistics",
-)
-def tardal_plusplus(bn_mode: str = "running") -> nn.Module:
-    return TarDAL(bn_mode=bn_mode)
+for _variant in _VARIANTS:
+    _register(*_variant)

@@ -41,11 +41,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-import yaml
 
-from taskeval.config import load_config
+from taskeval.config import load_config, load_preset
 from taskeval.errors import ConfigError
-from taskeval.registry import suggest
 
 # Fields that do not change results and are left out of the hash.
 _NOT_HASHED = ("name", "seed", "workers", "eval_batch")
@@ -92,7 +90,7 @@ class SegProtocol:
     encoder_weights: str | None = None
     output_stride: Literal[8, 16] = 16
     decoder_channels: int = 64
-    epochs: int = 15
+    epochs: int = 10
     batch: int = 8
     optimizer: Literal["sgd", "adamw"] = "adamw"
     lr: float = 5e-3
@@ -145,26 +143,7 @@ def load_protocol(preset_or_path: str | Path = "quick", overrides: list[str] | N
     Raises:
         ConfigError: unknown preset, unknown key or wrong type.
     """
-    text = str(preset_or_path)
-    if text in PRESETS:
-        return load_config(SegProtocol, None, overrides, base=asdict(PRESETS[text]))
-    path = Path(text)
-    if path.suffix not in (".yaml", ".yml") and not path.is_file():
-        raise ConfigError(f"unknown segmentation protocol {text!r}{suggest(text, PRESETS)}; presets: "
-                          f"{', '.join(PRESETS)}, or a YAML file")
-    if not path.is_file():
-        raise ConfigError(f"protocol file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML ({exc})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of protocol fields")
-    base_name = raw.pop("preset", "quick")
-    if base_name not in PRESETS:
-        raise ConfigError(f"{path}: unknown preset {base_name!r}{suggest(str(base_name), PRESETS)}")
-    base = {**asdict(PRESETS[base_name]), "name": path.stem, **raw}
-    return load_config(SegProtocol, None, overrides, base=base)
+    return load_preset(SegProtocol, PRESETS, preset_or_path, overrides, "segmentation protocol", "quick")
 
 
 def protocol_hash(p: SegProtocol, length: int = 6) -> str:

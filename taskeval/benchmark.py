@@ -8,9 +8,10 @@ store (:mod:`taskeval.store`); tables, statistics, figures and the report read o
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
-import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -19,12 +20,13 @@ import yaml
 from tqdm import tqdm
 
 from fusion_models import get_fusion_spec
-from taskeval.config import build, deep_merge, parse_overrides
+from taskeval.config import build, deep_merge, parse_overrides, to_dict
 from taskeval.data import PairedDataset, load_card
 from taskeval.data.synth import SynthConfig, generate
-from taskeval.errors import ConfigError
+from taskeval.devices import pick_device, tensor_device
+from taskeval.errors import ConfigError, TaskevalError
 from taskeval.fusedset import FusedSet, fuse_split, precomputed_set
-from taskeval.fusion_train import FusionTrainConfig, TRAINED_NOTE, train_fusion
+from taskeval.fusion_train import TRAINED_NOTE, FusionTrainConfig, train_fusion
 from taskeval.results import OVERALL, Row
 from taskeval.rundir import RunDir, atomic_write_json
 from taskeval.store import Cell, ResultsStore, shard_cells
@@ -63,9 +65,14 @@ class DataEntry:
 
 @dataclass(frozen=True)
 class FiguresEntry:
+    """The ``figures:`` section: which scenes the image grids show and how (see taskeval.figures)."""
+
     scenes: tuple[str, ...] = ()   # test ids; empty = chosen where methods disagree most
     n_scenes: int = 3
-    score_threshold: float = 0.25
+    score_threshold: float = 0.25  # detection boxes drawn from this score
+    insets: dict = field(default_factory=dict)  # test id -> [x, y, w, h] pixel region magnified in every panel
+    draw_gt: bool = False          # ground-truth boxes (dashed) in the detection grid
+    radar: str = "minmax"          # radar axis normalisation: minmax or rank
 
 
 @dataclass(frozen=True)
@@ -81,7 +88,7 @@ class BenchmarkConfig:
     seg: dict = field(default_factory=dict)
     fusion_train: FusionTrainConfig = FusionTrainConfig()
     quality_metrics: tuple[str, ...] = ()
-    device: str = "cpu"
+    device: str = "auto"           # auto: the GPU where there is one (taskeval.devices)
     figures: FiguresEntry = FiguresEntry()
 
 
@@ -137,6 +144,8 @@ class Benchmark:
         self.run = run
         self.store = ResultsStore(run.path)
         self.progress = progress
+        self.device = pick_device(cfg.device)          # detection: may be a list (ultralytics DDP)
+        self.tensor_device = tensor_device(self.device)  # everything else: the first device
         self.card = self._dataset_card()
         self.train_ds = PairedDataset(self.card, cfg.data.train_split)
         self.test_ds = PairedDataset(self.card, cfg.data.test_split)
@@ -145,6 +154,9 @@ class Benchmark:
                                                       "test_split": cfg.data.test_split})
         self._fused: dict[tuple[str, str], FusedSet] = {}
         self._notes: dict[str, str] = {}
+        self._inputs: dict[str, dict] = {}
+        self._split_digest = hashlib.sha256(json.dumps([self.card.name, self.train_ds.ids, self.test_ds.ids])
+                                            .encode()).hexdigest()[:16]
         self.det_protocol = self.seg_protocol = None
         if "detection" in cfg.tasks:
             from detectors.protocol import load_protocol as load_det
@@ -206,7 +218,7 @@ class Benchmark:
                 self._notes[entry.name] = TRAINED_NOTE
             elif weights == "official":
                 self._notes[entry.name] = "official weights"
-            fs = fuse_split(ds, entry.name, self.run.path / "fused", weights=weights, device=self.cfg.device,
+            fs = fuse_split(ds, entry.name, self.run.path / "fused", weights=weights, device=self.tensor_device,
                             progress=self.progress, text_dir=entry.text_dir)
         self._fused[key] = fs
         return fs
@@ -217,7 +229,7 @@ class Benchmark:
         if final.is_file():
             return final
         log.info("training %s with the fusion loss on %s/%s", entry.name, self.card.name, self.train_ds.split)
-        return train_fusion(entry.name, self.train_ds, out, self.cfg.fusion_train, device=self.cfg.device,
+        return train_fusion(entry.name, self.train_ds, out, self.cfg.fusion_train, device=self.tensor_device,
                             progress=self.progress)
 
     # ---- cells
@@ -237,16 +249,51 @@ class Benchmark:
                 rows = self._segmentation(cell, train, test, cell_dir, note)
         self.store.finish(cell, rows, {"seconds": round(time.perf_counter() - t0, 2),
                                        "fused_test_dir": str(Path(next(iter(test.paths.values()))).parent),
-                                       "note": note})
+                                       "note": note, "inputs": self.inputs(entry)})
+
+    def inputs(self, entry: MethodEntry) -> dict:
+        """What a cell's numbers depend on besides its key (method name, task, dataset name, protocol id,
+        seed): the method's weights (file hash) or folder, and the ids of both splits. Checked on resume."""
+        if entry.name not in self._inputs:
+            from fusion_models.weights import file_hash
+
+            w = entry.weights
+            if w == "train":
+                weights = {"trained here": to_dict(self.cfg.fusion_train)}
+            elif w and w != "official" and Path(w).is_file():
+                weights = "sha256:" + file_hash(w, 64)
+            else:
+                weights = w
+            self._inputs[entry.name] = {"weights": weights, "folder": entry.folder, "split_ids": self._split_digest}
+        return self._inputs[entry.name]
+
+    def check_resumable(self, cells: list[Cell]) -> None:
+        """Refuse to mix: finished cells whose recorded inputs differ from this config's (other weights, another
+        folder, other images under the same dataset name) would be reused silently."""
+        entries = {m.name: m for m in self.cfg.methods}
+        stale = []
+        for cell in cells:
+            path = self.store.cells_dir / cell.id / "cell.json"
+            if not path.is_file():
+                continue
+            recorded = json.loads(path.read_text()).get("inputs")
+            if recorded is not None and recorded != json.loads(json.dumps(self.inputs(entries[cell.method]))):
+                stale.append(cell)
+        if stale:
+            methods = sorted({c.method for c in stale})
+            raise TaskevalError(f"{len(stale)} finished cell(s) in {self.run.path} were computed from other inputs "
+                                f"than this config gives methods {methods} (weights, folder or dataset images "
+                                "changed); results are never mixed or overwritten silently: choose another --out, "
+                                f"or delete those cells (e.g. {self.store.cells_dir / stale[0].id})")
 
     def _detection(self, cell, train, test, cell_dir, note) -> list[Row]:
         from detectors import yolo
         from taskeval.metrics.detection import dataset_ground_truth, score_predictions, write_json
 
         protocol = replace(self.det_protocol, seed=cell.seed)
-        ckpt = yolo.train(train.paths, self.train_ds, protocol, cell_dir / "work", device=self.cfg.device,
-                          seed=cell.seed)
-        preds = yolo.predict(ckpt, test.paths, protocol, device=self.cfg.device)
+        ckpt = yolo.train(train.paths, self.train_ds, protocol, cell_dir / "work", device=self.device,
+                          seed=cell.seed, progress=False)  # one overall progress bar: the benchmark's
+        preds = yolo.predict(ckpt, test.paths, protocol, device=self.device)
         gt = dataset_ground_truth(self.test_ds)
         scores, dets = score_predictions(preds, gt)
         write_json(cell_dir / "gt.json", gt)
@@ -261,9 +308,9 @@ class Benchmark:
         from taskeval.metrics.segmentation import SegScores, seg_confusion_matrix
 
         protocol = with_seed(self.seg_protocol, cell.seed)
-        ckpt = deeplab.train(train, self.train_ds, protocol, cell_dir / "work", device=self.cfg.device,
-                             progress=self.progress)
-        preds = deeplab.predict(ckpt, test, protocol, device=self.cfg.device, progress=self.progress)
+        ckpt = deeplab.train(train, self.train_ds, protocol, cell_dir / "work", device=self.tensor_device,
+                             progress=False)  # one overall progress bar: the benchmark's
+        preds = deeplab.predict(ckpt, test, protocol, device=self.tensor_device, progress=False)
         deeplab.write_label_pngs(preds, cell_dir / "pred")
         classes = self.card.seg_classes
         per_image = []
@@ -279,7 +326,7 @@ class Benchmark:
     def _quality(self, cell, test, cell_dir, note) -> list[Row]:
         from taskeval.quality_eval import score_fused_set
 
-        per_image = score_fused_set(test, self.test_ds, self.cfg.quality_metrics, device=self.cfg.device)
+        per_image = score_fused_set(test, self.test_ds, self.cfg.quality_metrics, device=self.tensor_device)
         lines = ["id,metric,value"] + [f"{sid},{m},{v!r}" for (sid, m), v in per_image.items()]
         (cell_dir / "per_image.csv").write_text("\n".join(lines) + "\n")
         metrics = sorted({m for _, m in per_image})
@@ -289,6 +336,7 @@ class Benchmark:
     # ---- everything
     def execute(self, shard: tuple[int, int] | None = None) -> list[Cell]:
         """Run every missing cell of this shard; returns the cells computed now."""
+        self.check_resumable(self.cells())
         todo = [c for c in shard_cells(self.cells(), shard) if not self.store.is_done(c)]
         done_before = len(self.cells()) - len(todo)
         bar = tqdm(total=len(self.cells()), initial=done_before, desc="benchmark", unit="cell",
@@ -308,7 +356,7 @@ def seg_rows(scores, cell: Cell, note: str) -> list[Row]:
     def row(metric, cls, value):
         return Row(cell.method, "segmentation", cell.dataset, cell.protocol, cell.seed, metric, cls, float(value), note)
 
-    out = [row("mIoU", OVERALL, scores.miou), row("mIoU_nobg", OVERALL, scores.miou_fg),
+    out = [row("mIoU", OVERALL, scores.miou), row("mIoU_nobg", OVERALL, scores.miou_nobg),
            row("mAcc", OVERALL, scores.macc), row("pixel_acc", OVERALL, scores.pixel_acc)]
     out += [row("IoU", n, v) for n, v in zip(scores.class_names, scores.iou)]
     out += [row("Acc", n, v) for n, v in zip(scores.class_names, scores.acc)]

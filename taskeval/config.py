@@ -150,20 +150,55 @@ def to_dict(obj) -> Any:
     return obj
 
 
+def read_yaml_mapping(path: str | Path, what: str = "config") -> dict:
+    """The top-level mapping of a YAML file (empty file -> ``{}``); ConfigError if missing or not a mapping."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} file not found: {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML ({exc})") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return loaded
+
+
 def load_config(cls, path: str | Path | None = None, overrides: list[str] | None = None,
                 base: dict | None = None):
     """defaults (``cls``) < ``base`` < YAML file < ``key=value`` overrides -> instance of ``cls``."""
     values: dict = dict(base or {})
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: invalid YAML ({exc})") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level")
-        values = deep_merge(values, loaded)
+        values = deep_merge(values, read_yaml_mapping(path))
     values = deep_merge(values, parse_overrides(overrides or []))
     return build(cls, values)
+
+
+def load_preset(cls, presets: dict, spec: str | Path, overrides: list[str] | None = None, what: str = "protocol",
+                default_base: str | None = None):
+    """A named preset, or a YAML file of ``cls`` fields, then ``key=value`` overrides.
+
+    A YAML file may name its base with ``preset: NAME`` (default ``default_base``, else the class
+    defaults); its ``name`` defaults to the file's stem. Overrides keep the preset's name (result rows
+    tell overridden presets apart by their protocol hash, not by the name).
+
+    Raises:
+        ConfigError: unknown preset (with a suggestion), missing or invalid file, unknown key, wrong type.
+    """
+    from dataclasses import asdict
+
+    from taskeval.registry import suggest
+
+    text = str(spec)
+    if text in presets:
+        return load_config(cls, None, overrides, base=asdict(presets[text]))
+    path = Path(text)
+    if path.suffix not in (".yaml", ".yml") and not path.is_file():
+        raise ConfigError(f"unknown {what} {text!r}{suggest(text, presets)}; presets: {', '.join(presets)}, "
+                          "or a YAML file")
+    raw = read_yaml_mapping(path, what)
+    base_name = raw.pop("preset", default_base)
+    if base_name is not None and base_name not in presets:
+        raise ConfigError(f"{path}: unknown preset {base_name!r}{suggest(str(base_name), presets)}")
+    base = asdict(presets[base_name]) if base_name is not None else {}
+    return load_config(cls, None, overrides, base={**base, "name": path.stem, **raw})

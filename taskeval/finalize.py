@@ -10,6 +10,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from taskeval.console import print_table
 from taskeval.errors import DataError
 from taskeval.rundir import RunDir, atomic_write_json, atomic_write_text
 from taskeval.store import ResultsStore
@@ -81,7 +82,7 @@ def finalize(run_dir: str | Path, progress: bool = True, figure_options: dict | 
     method_order = [m for m in ("ir", "vis") if m in order] + [m for m in order if m not in ("ir", "vis")]
     console = console or Console()
     for name, table in build_tables(run_dir, rows, method_order):
-        console.print(T.to_rich(table))
+        print_table(T.to_rich(table), console)
         for ext, render in (("md", T.to_markdown), ("tex", T.to_latex), ("csv", T.to_csv)):
             atomic_write_text(run_dir / "tables" / f"{name}.{ext}", render(table))
     from taskeval.figures import render_all
@@ -98,6 +99,11 @@ def _figure_options(run_dir: Path) -> dict:
 
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else {}
     fig = (cfg or {}).get("figures") or {}
-    return {"scenes": tuple(fig.get("scenes") or ()), "n_scenes": int(fig.get("n_scenes", 3)),
-            "score_threshold": float(fig.get("score_threshold", 0.25))}
+    from taskeval.benchmark import FiguresEntry
+    from taskeval.config import build
+
+    f = build(FiguresEntry, fig)
+    return {"scenes": f.scenes, "n_scenes": f.n_scenes, "score_threshold": f.score_threshold,
+            "insets": {str(k): [float(v) for v in region] for k, region in f.insets.items()} or None,
+            "draw_gt": f.draw_gt, "normalise": f.radar}
 

@@ -173,8 +173,7 @@ def _ci(metric: str, estimate: float, reps: np.ndarray, n: int, confidence: floa
 def seg_metrics(confmat: np.ndarray) -> dict[str, np.ndarray]:
     """Segmentation scores of one or many confusion matrices, vectorised over leading axes.
 
-    Same definitions as :func:`taskeval.metrics.segmentation.seg_scores_from_confmat` (``mIoU_nobg`` is its
-    ``mIoU_fg``).
+    Same definitions and keys as :func:`taskeval.metrics.segmentation.seg_scores_from_confmat`.
 
     Args:
         confmat: (..., C, C) pixel counts, rows = ground truth, columns = prediction.

@@ -358,7 +358,7 @@ def to_rich(table: Table):
     out = RichTable(title=table.title, caption=caption, caption_justify="left")
     out.add_column("Method", justify="left", no_wrap=True)
     for c in table.columns:
-        out.add_column(c.header, justify="right")
+        out.add_column(c.header, justify="right", no_wrap=True)
     ranks = [table.ranks(j) for j in range(len(table.columns))]
     for i, m in enumerate(table.methods):
         cells = [Text(table.label(m) + table.markers(m))]

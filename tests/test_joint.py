@@ -80,3 +80,38 @@ def test_untrainable_fusion_rejected(ds, tmp_path):
 
     with pytest.raises(ConfigError, match="no trainable parameters"):
         JointTrainer("max", "seg", ds, tmp_path, TINY, progress=False)
+
+
+def _plugin_name():
+    """A user's plug-in: registered with the decorator, trained jointly like the ports."""
+    from fusion_models import register_fusion_model
+    from fusion_models.registry import FUSION_MODELS
+
+    name = "test-joint-plugin"
+    if name not in FUSION_MODELS:
+        class TwoLayer(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.net = torch.nn.Sequential(torch.nn.Conv2d(2, 8, 3, padding=1), torch.nn.ReLU(),
+                                               torch.nn.Conv2d(8, 1, 3, padding=1), torch.nn.Sigmoid())
+
+            def forward(self, ir, vis_y):
+                return self.net(torch.cat([ir, vis_y], dim=1))
+
+        @register_fusion_model(name, vis_input="y", output="y", trainable=True, paper="test")
+        def _plugin():
+            return TwoLayer()
+    return name
+
+
+@pytest.mark.parametrize("fusion", ["tardal", "mlfuse", "ignet", "smfnet", "film", "plugin"])
+def test_task_gradients_reach_every_trainable_model(ds, tmp_path, fusion):
+    """Seed models, ports and a plug-in: the segmentation loss of the fused image moves the fusion weights."""
+    name = _plugin_name() if fusion == "plugin" else fusion
+    jt = JointTrainer(name, "seg", ds, tmp_path, TINY, progress=False)
+    ir, vis, target = jt.batch([0, 1], np.random.default_rng(0))
+    jt.fusion.zero_grad(set_to_none=True)
+    jt.losses(ir, vis, target, with_task=True, detach_fused=False)["task"].backward()
+    grads = {n: p.grad for n, p in jt.fusion.named_parameters() if p.requires_grad}
+    reached = [n for n, g in grads.items() if g is not None and float(g.abs().sum()) > 0]
+    assert len(reached) >= 0.5 * len(grads), (fusion, sorted(set(grads) - set(reached))[:10])

@@ -39,7 +39,7 @@ def numpy_reference(preds: list[np.ndarray], gts: list[np.ndarray], k: int, igno
         vals = [v for v in vals if not math.isnan(v)]
         return sum(vals) / len(vals) if vals else math.nan
 
-    return {"cm": cm, "IoU": iou, "Acc": acc, "mIoU": mean(iou), "mIoU_fg": mean(iou[1:]), "mAcc": mean(acc),
+    return {"cm": cm, "IoU": iou, "Acc": acc, "mIoU": mean(iou), "mIoU_nobg": mean(iou[1:]), "mAcc": mean(acc),
             "pixel_acc": np.trace(cm) / cm.sum()}
 
 
@@ -52,7 +52,7 @@ def test_hand_worked_example():
     assert iou[:3] == pytest.approx([1 / 3, 2 / 3, 0.0])
     assert math.isnan(iou[3])
     assert float(s["mIoU"]) == pytest.approx((1 / 3 + 2 / 3 + 0) / 3)  # class 3 left out, not counted as 0
-    assert float(s["mIoU_fg"]) == pytest.approx((2 / 3 + 0) / 2)
+    assert float(s["mIoU_nobg"]) == pytest.approx((2 / 3 + 0) / 2)
     assert float(s["mAcc"]) == pytest.approx((1 / 2 + 1 + 0) / 3)
     assert float(s["pixel_acc"]) == pytest.approx(3 / 5)
 
@@ -84,7 +84,7 @@ def test_matches_numpy_reference_accumulated_over_batches(absent):
     got = metric.compute()
     np.testing.assert_allclose(got["IoU"].numpy(), ref["IoU"], rtol=1e-12, equal_nan=True)
     np.testing.assert_allclose(got["Acc"].numpy(), ref["Acc"], rtol=1e-12, equal_nan=True)
-    for m in ("mIoU", "mIoU_fg", "mAcc", "pixel_acc"):
+    for m in ("mIoU", "mIoU_nobg", "mAcc", "pixel_acc"):
         assert float(got[m]) == pytest.approx(ref[m], rel=1e-12), m
 
 

@@ -56,7 +56,7 @@ def test_seg_metrics_match_torch_definitions():
     ours = stats.seg_metrics(cm.sum(0))
     ref = seg_scores_from_confmat(torch.from_numpy(cm.sum(0)))
     np.testing.assert_allclose(ours["IoU"], ref["IoU"].numpy(), rtol=1e-13, equal_nan=True)
-    for a, b in (("mIoU", "mIoU"), ("mIoU_nobg", "mIoU_fg"), ("mAcc", "mAcc"), ("pixel_acc", "pixel_acc")):
+    for a, b in (("mIoU", "mIoU"), ("mIoU_nobg", "mIoU_nobg"), ("mAcc", "mAcc"), ("pixel_acc", "pixel_acc")):
         assert float(ours[a]) == pytest.approx(float(ref[b]), rel=1e-13)
 
 

@@ -68,3 +68,18 @@ def test_cli_synth(tmp_path, capsys):
     assert (tmp_path / "s" / "card.yaml").is_file()
     assert main(["data", "synth", "--out", str(tmp_path / "t"), "n_trian=3"]) == 2
     assert "did you mean 'n_train'" in capsys.readouterr().err
+
+
+def test_synth_card_name_generates_once(tmp_path, monkeypatch):
+    # `--data synth` works in every command: the default synthetic set is generated on first use
+    monkeypatch.setenv("TASKEVAL_SYNTH_DIR", str(tmp_path / "env"))
+    card = load_card("synth", tmp_path / "given")
+    assert tuple(card.det_classes) == DET_CLASSES and (tmp_path / "given" / "synth.json").is_file()
+    n = len(PairedDataset(card, "train"))
+    assert n == SynthConfig().n_train
+    stamp = (tmp_path / "given" / "train").stat().st_mtime_ns
+    assert len(PairedDataset(load_card("synth", tmp_path / "given"), "train")) == n  # reused, not rewritten
+    assert (tmp_path / "given" / "train").stat().st_mtime_ns == stamp
+    assert not (tmp_path / "env").exists()
+    with pytest.raises(Exception, match="synth"):
+        load_card("synht")

@@ -37,6 +37,10 @@ def run(args) -> int:
     run_dir.write_provenance({**to_dict(cfg), "weight_hashes": weight_hashes(cfg), "shard": args.shard},
                              seeds=cfg.seeds)
     run_dir.attach_log()
+    if not args.verbose:  # the terminal shows one progress bar and warnings; INFO lines go to taskeval.log
+        for h in logging.getLogger().handlers:
+            if type(h) is logging.StreamHandler:
+                h.setLevel(logging.WARNING)
     bench = Benchmark(cfg, run_dir, progress=not args.quiet)
     cells = bench.cells()
     done = sum(bench.store.is_done(c) for c in cells)

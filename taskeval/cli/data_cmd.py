@@ -10,9 +10,10 @@ from rich.table import Table
 
 from taskeval.cli.common import add_overrides, print_json
 from taskeval.config import load_config, parse_overrides
+from taskeval.console import print_table
 from taskeval.data.card import FORMATS, builtin_cards, load_card, parse_card
 from taskeval.data.labels import read_class_names
-from taskeval.data.synth import SynthConfig, generate
+from taskeval.data.synth import DET_CLASSES, SEG_CLASSES, SynthConfig, generate
 from taskeval.errors import ConfigError
 
 
@@ -129,7 +130,9 @@ def run_cards(args) -> int:
         if c.seg_classes:
             classes += f"{', ' if classes else ''}seg {len(c.seg_classes)}"
         t.add_row(name, c.format, ",".join(c.tasks), classes, str(c.root or "(set --root)"))
-    Console().print(t)
+    t.add_row("synth", "folders", "det,seg", f"det {len(DET_CLASSES)}, seg {len(SEG_CLASSES)}", "generated on first use (--root, $TASKEVAL_SYNTH_DIR "
+              "or runs/data/synth)")
+    print_table(t)
     return 0
 
 

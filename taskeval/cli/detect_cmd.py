@@ -131,8 +131,10 @@ class DetectRun:
                 fs = (precomputed_set(folder / split, ds, name=method) if (folder / split).is_dir()
                       else precomputed_set(folder, ds, name=method, allow_extra=True))
             else:
+                from taskeval.devices import tensor_device
+
                 fs = fuse_split(ds, method, self.cache_dir, weights=self.weights.get(method),
-                                device=self.device, progress=self.progress)
+                                device=tensor_device(self.device), progress=self.progress)
             fs.require(ds.ids)
             self._fused[key] = fs
         return self._fused[key]
@@ -265,8 +267,10 @@ def _fmt(n: int, mean: float, std: float) -> str:
 
 
 def print_table(rows: list[Row], methods: list[str], classes: tuple[str, ...], title: str) -> None:
-    from rich.console import Console
+
     from rich.table import Table
+
+    from taskeval.console import print_table
 
     summary = summarize(rows)
     protocols = list(dict.fromkeys(r.protocol for r in rows))
@@ -282,13 +286,16 @@ def print_table(rows: list[Row], methods: list[str], classes: tuple[str, ...], t
             cells += [_fmt(*summary[(m, p, "AP50", c)]) if (m, p, "AP50", c) in summary else "-"
                       for c in classes]
             t.add_row(m, p, str(summary[(m, p, "mAP50", OVERALL)][0]), *cells)
-    Console().print(t)
+    print_table(t)
     print("values in %, mean ± sample std over seeds; COCO AP (101-point interpolation); P and R at IoU 0.5 "
           "at the confidence of best mean F1")
 
 
 # ----------------------------------------------------------------------------------------------- commands
 def run_detect(args) -> int:
+    from taskeval.devices import pick_device
+
+    args.device = pick_device(args.device)
     import torch
 
     from detectors.protocol import load_protocol
@@ -334,9 +341,10 @@ def run_detect(args) -> int:
 
 
 def run_score(args) -> int:
-    from rich.console import Console
+
     from rich.table import Table
 
+    from taskeval.console import print_table
     from taskeval.data.labels import read_class_names
     from taskeval.metrics.detection import load_ground_truth, load_predictions, score_detections
 
@@ -354,7 +362,7 @@ def run_score(args) -> int:
         t.add_row(name, str(c.n_gt), *(f"{100 * v:.2f}" for v in (c.ap50, c.ap50_95, c.precision, c.recall)))
     overall = (scores.map50, scores.map50_95, scores.precision, scores.recall)
     t.add_row("all", str(scores.n_gt), *(f"{100 * v:.2f}" for v in overall), style="bold")
-    Console().print(t)
+    print_table(t)
     print(f"values in %; P and R at IoU 0.5 at confidence {scores.conf_threshold:.4g} (best mean F1)")
     return 0
 
@@ -392,7 +400,8 @@ def register(sub) -> None:
     p.add_argument("--train-split", default="train")
     p.add_argument("--test-split", default="test")
     p.add_argument("--cache", help="fusion cache folder (default <out>/fused)")
-    p.add_argument("--device", default="cpu", help="cpu, 0, or 0,1 for DDP training (default cpu)")
+    p.add_argument("--device", default="auto", help="auto (the GPU where there is one, else cpu), cpu, cuda:N, N, or a "
+                   "list 0,1 for ultralytics DDP training (default auto)")
     p.add_argument("--threads", type=int,
                    help="CPU threads (default: torch's default); use 1 on a machine busy with other jobs "
                         "(two threads on two busy cores trained 11x slower than one)")

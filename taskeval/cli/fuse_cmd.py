@@ -31,6 +31,9 @@ def _dataset(args) -> PairedDataset:
 
 
 def run_fuse(args) -> int:
+    from taskeval.devices import pick_device, tensor_device
+
+    args.device = str(tensor_device(pick_device(args.device)))
     from taskeval.fusedset import fuse_split
 
     ds = _dataset(args)
@@ -52,6 +55,9 @@ def run_fuse(args) -> int:
 
 
 def run_train(args) -> int:
+    from taskeval.devices import pick_device, tensor_device
+
+    args.device = str(tensor_device(pick_device(args.device)))
     from taskeval.fusion_train import FusionTrainConfig, train_fusion
 
     cfg = load_config(FusionTrainConfig, args.config, args.overrides)
@@ -73,7 +79,7 @@ def _common(p) -> None:
     p.add_argument("--data", help="dataset card (built-in name or YAML)")
     p.add_argument("--root", help="dataset root (overrides the card's)")
     p.add_argument("--split", default="test", help="split to use (default test)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
+    p.add_argument("--device", default="auto", help="auto (the GPU where there is one, else cpu), cpu, cuda, cuda:N or N (default auto)")
     p.add_argument("--size-policy", default="error", choices=("error", "resize-ir"),
                    help="IR/visible size mismatch: error (default) or resize IR to the visible size (logged)")
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 
 from taskeval.cli.common import add_overrides
 from taskeval.config import load_config, to_dict
+from taskeval.console import print_table
 from taskeval.data import PairedDataset, load_card
 from taskeval.rundir import RunDir
 
@@ -19,6 +19,9 @@ HEADLINE = {"det": "mAP50", "seg": "mIoU"}
 
 
 def run(args) -> int:
+    from taskeval.devices import pick_device, tensor_device
+
+    args.device = str(tensor_device(pick_device(args.device)))
     from taskeval.benchmark import Benchmark, BenchmarkConfig, DataEntry, MethodEntry
     from taskeval.fusion_train import train_fusion
     from taskeval.joint import JointConfig, JointTrainer, fusion_only_config, joint_name
@@ -76,7 +79,7 @@ def _print_comparison(rows, args, seeds) -> None:
         o = values.get((f"{base}@fusion-only-s{s}", s))
         diff = "" if j is None or o is None else f"{100 * (j - o):+.1f}"
         t.add_row(str(s), "-" if o is None else f"{100 * o:.1f}", "-" if j is None else f"{100 * j:.1f}", diff)
-    Console().print(t)
+    print_table(t)
     print(f"results: {Path(args.out or '.') / 'results.csv' if args.out else 'the run directory'}")
 
 
@@ -96,7 +99,7 @@ def register(sub) -> None:
     p.add_argument("--weights", help="initial fusion weights (default: random initialisation)")
     p.add_argument("--seeds", default="0", help="comma-separated seeds (joint training, baseline and task network)")
     p.add_argument("--protocol", default="quick", help="task protocol for the evaluation (quick, paper, YAML)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", help="auto (the GPU where there is one, else cpu), cpu, cuda, cuda:N or N (default auto)")
     p.add_argument("--out", help="run directory")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--no-baseline", action="store_true", help="skip the fusion-loss-only comparison")

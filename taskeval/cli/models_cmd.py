@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from rich.console import Console
 from rich.table import Table
 
 from fusion_models import get_fusion_spec, list_fusion_models
+from taskeval.console import print_table
 
 
 def run(args) -> int:
@@ -16,7 +16,7 @@ def run(args) -> int:
         s = get_fusion_spec(name)
         t.add_row(name, s.vis_input, s.output + ("" if s.recolor or s.output == "rgb" else " (grey)"),
                   "yes" if s.trainable else "no", s.weights_file or "-", s.paper or s.description)
-    Console().print(t)
+    print_table(t)
     return 0
 
 

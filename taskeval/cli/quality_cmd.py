@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 
 from taskeval.cli.common import print_json
+from taskeval.console import print_table
 from taskeval.errors import ConfigError
 
 
@@ -29,6 +29,9 @@ def _table(title: str, rows: dict[str, dict[str, tuple[float, float]]], metrics:
 
 
 def run(args) -> int:
+    from taskeval.devices import pick_device, tensor_device
+
+    args.device = str(tensor_device(pick_device(args.device)))
     from taskeval.data import PairedDataset, load_card
     from taskeval.data.card import parse_card
     from taskeval.fusedset import fuse_split, precomputed_set
@@ -58,7 +61,7 @@ def run(args) -> int:
         for sid in ds.ids:
             t.add_row(sid, *[f"{per_image[(sid, m)]:.4g}" for m in metrics])
         t.add_row("mean", *[f"{summary[m][0]:.4g}" for m in metrics], style="bold")
-        Console().print(t)
+        print_table(t)
         return 0
     if not (args.methods and args.data):
         raise ConfigError("give --methods A,B --data CARD, or --fused DIR --ir DIR --vis DIR")
@@ -75,7 +78,7 @@ def run(args) -> int:
     if args.json:
         print_json({n: {m: {"mean": v[m][0], "std": v[m][1]} for m in metrics} for n, v in rows.items()})
         return 0
-    Console().print(_table(f"fusion quality on {ds.card.name}/{ds.split} ({len(ds)} pairs, mean ± std over images)",
+    print_table(_table(f"fusion quality on {ds.card.name}/{ds.split} ({len(ds)} pairs, mean ± std over images)",
                            rows, metrics))
     return 0
 
@@ -94,6 +97,6 @@ def register(sub) -> None:
     p.add_argument("--vis", help="folder of visible images (with --fused)")
     p.add_argument("--metrics", help="comma-separated subset (default: all)")
     p.add_argument("--cache", help="fusion cache folder")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", help="auto (the GPU where there is one, else cpu), cpu, cuda, cuda:N or N (default auto)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)

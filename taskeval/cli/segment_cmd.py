@@ -41,6 +41,7 @@ from rich.console import Console
 from rich.table import Table
 
 from taskeval.cli.common import add_overrides, print_json
+from taskeval.console import print_table
 from taskeval.data.card import DatasetCard, load_card
 from taskeval.data.dataset import PairedDataset
 from taskeval.data.labels import read_mask
@@ -349,8 +350,8 @@ def print_summary(summary: list[dict], classes: tuple[str, ...], con: Console) -
             n = by[(m, protocol, "mIoU", "")]["n"] if (m, protocol, "mIoU", "") in by else 0
             overall.add_row(m, str(n), *(cell(m, k) for k in OVERALL_METRICS))
             per_class.add_row(m, *(cell(m, "IoU", c) for c in classes))
-        con.print(overall)
-        con.print(per_class)
+        print_table(overall, con)
+        print_table(per_class, con)
     for m in OVERALL_METRICS:
         con.print(f"[bold]{m}[/]: {DEFINITIONS[m]}", highlight=False, soft_wrap=True)
 
@@ -525,7 +526,7 @@ def run_score(args) -> int:
         t.add_column(col, justify="left" if col == "class" else "right")
     for name, iou, acc in zip(names, scores.iou, scores.acc):
         t.add_row(name, "-" if math.isnan(iou) else f"{100 * iou:.2f}", "-" if math.isnan(acc) else f"{100 * acc:.2f}")
-    con.print(t)
+    print_table(t, con)
     for m, v in scores.overall().items():
         con.print(f"[bold]{m}[/] = {'-' if math.isnan(v) else f'{100 * v:.2f}'} %   ({DEFINITIONS[m]})",
                   highlight=False, soft_wrap=True)

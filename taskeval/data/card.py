@@ -141,8 +141,20 @@ def parse_card(raw: dict, card_dir: Path | None, origin: str) -> DatasetCard:
     )
 
 
+SYNTH = "synth"  # the embedded synthetic dataset (see taskeval.data.synth)
+
+
 def load_card(name_or_path: str | Path, root: str | Path | None = None) -> DatasetCard:
-    """Load a built-in card by name (``"msrs"``) or a YAML file; ``root`` overrides the card's root."""
+    """Load a built-in card by name (``"msrs"``) or a YAML file; ``root`` overrides the card's root.
+
+    ``"synth"`` is the embedded synthetic dataset with default settings: generated (deterministically,
+    once) into ``root``, else ``$TASKEVAL_SYNTH_DIR``, else ``runs/data/synth``.
+    """
+    if str(name_or_path) == SYNTH:
+        from taskeval.data.synth import generate
+
+        out = Path(root or os.environ.get("TASKEVAL_SYNTH_DIR", "runs/data/synth"))
+        return load_card(generate(out, progress=False))
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.is_file():
         if not path.is_file():
@@ -152,8 +164,8 @@ def load_card(name_or_path: str | Path, root: str | Path | None = None) -> Datas
         path = builtin_card_dir() / f"{name_or_path}.yaml"
         if not path.is_file():
             raise ConfigError(f"unknown dataset card {str(name_or_path)!r}"
-                              f"{suggest(str(name_or_path), builtin_cards())}; built-in cards: "
-                              f"{', '.join(builtin_cards())}; or give a path to a YAML card")
+                              f"{suggest(str(name_or_path), builtin_cards() + [SYNTH])}; built-in cards: "
+                              f"{', '.join(builtin_cards() + [SYNTH])}; or give a path to a YAML card")
         card_dir = builtin_card_dir()
     try:
         raw = yaml.safe_load(path.read_text())

@@ -37,7 +37,7 @@ from taskeval.imageio import write_png
 
 DET_CLASSES = ("person", "car", "cone", "sign")
 SEG_CLASSES = ("background",) + DET_CLASSES
-PALETTE = ((0, 0, 0), (220, 20, 60), (0, 0, 142), (250, 170, 30), (70, 130, 180))
+PALETTE = ((0, 0, 0), (220, 20, 60), (60, 180, 75), (250, 170, 30), (70, 130, 180))  # bright on black
 
 
 @dataclass(frozen=True)

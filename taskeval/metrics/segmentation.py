@@ -11,7 +11,7 @@ derived from the pooled matrix (never averaged per image):
   convention of the MSRS/SeAFusion papers), NaN classes left out of the mean (as torchmetrics'
   ``MulticlassJaccardIndex(average="macro")`` and mmsegmentation do; SeAFusion's ``np.mean`` would
   return NaN instead).
-* ``mIoU_nobg`` (key ``mIoU_fg`` of :func:`seg_scores_from_confmat`): the same mean without class 0.
+* ``mIoU_nobg``: the same mean without class 0.
   Class-0 pixels still count as false negatives or false positives of the other classes (the IoU
   vector is computed first, then entry 0 dropped).
 * ``Acc[c] = TP / (TP + FN)`` (recall); NaN when ``c`` is absent from the ground truth.
@@ -109,7 +109,7 @@ def seg_scores_from_confmat(confmat: Tensor) -> dict[str, Tensor]:
     """Scores of a (K,K) confusion matrix (see the module docstring for the definitions).
 
     Returns:
-        ``{"IoU": (K,), "Acc": (K,), "mIoU", "mIoU_fg", "mAcc", "pixel_acc": scalars}``, float64, in [0,1].
+        ``{"IoU": (K,), "Acc": (K,), "mIoU", "mIoU_nobg", "mAcc", "pixel_acc": scalars}``, float64, in [0,1].
     """
     cm = confmat.to(torch.float64)
     tp = torch.diag(cm)
@@ -124,7 +124,7 @@ def seg_scores_from_confmat(confmat: Tensor) -> dict[str, Tensor]:
         "IoU": iou,
         "Acc": acc,
         "mIoU": _nanmean(iou),
-        "mIoU_fg": _nanmean(iou[1:]),
+        "mIoU_nobg": _nanmean(iou[1:]),
         "mAcc": _nanmean(acc),
         "pixel_acc": tp.sum() / total if total > 0 else nan,
     }
@@ -166,7 +166,7 @@ class SegScores:
     iou: tuple[float, ...]
     acc: tuple[float, ...]
     miou: float
-    miou_fg: float
+    miou_nobg: float
     macc: float
     pixel_acc: float
     confmat: np.ndarray
@@ -178,11 +178,11 @@ class SegScores:
             raise ValueError(f"confusion matrix {tuple(confmat.shape)} does not fit {len(class_names)} class names")
         s = seg_scores_from_confmat(confmat)
         return cls(tuple(class_names), tuple(s["IoU"].tolist()), tuple(s["Acc"].tolist()), float(s["mIoU"]),
-                   float(s["mIoU_fg"]), float(s["mAcc"]), float(s["pixel_acc"]), confmat.numpy())
+                   float(s["mIoU_nobg"]), float(s["mAcc"]), float(s["pixel_acc"]), confmat.numpy())
 
     def overall(self) -> dict[str, float]:
         """Overall scores under their result-row names (:data:`OVERALL_METRICS`)."""
-        return {"mIoU": self.miou, "mIoU_nobg": self.miou_fg, "mAcc": self.macc, "pixel_acc": self.pixel_acc}
+        return {"mIoU": self.miou, "mIoU_nobg": self.miou_nobg, "mAcc": self.macc, "pixel_acc": self.pixel_acc}
 
     def as_dict(self) -> dict:
         """JSON-able: overall scores, per-class IoU/Acc (None for NaN) and the confusion matrix."""
