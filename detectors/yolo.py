@@ -86,6 +86,9 @@ def train(train_images: Mapping[str, Path], train_ds, protocol: DetProtocol, run
     last = run_dir / "train" / "weights" / "last.pt"
     if not last.is_file():
         raise TrainingError(f"ultralytics finished without writing {last}; see {run_dir / 'train'}")
+    # best.pt is an epoch picked on ultralytics' validation images (training images here): never used,
+    # so it is not kept (6 MB per cell for YOLOv8n)
+    (last.parent / "best.pt").unlink(missing_ok=True)
     log.info("trained %s (%s, seed %d) on %d images in %.1f s", protocol.model, protocol.id, seed,
              len(train_ds), time.perf_counter() - t0)
     return last

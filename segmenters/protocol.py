@@ -21,11 +21,13 @@ Two presets:
 ``quick``
     A CPU protocol for the synthetic benchmark and smoke runs: timm's MobileNetV3-Small encoder
     (``tu-mobilenetv3_small_100``, 1.2 M parameters with the decoder) from scratch, a 64-channel
-    decoder, AdamW (lr 5e-3, weight decay 1e-4, poly 0.9), 15 epochs, batch 8, crops of 128x160 (the
+    decoder, AdamW (lr 5e-3, weight decay 1e-4, poly 0.9), 10 epochs, batch 8, crops of 128x160 (the
     synthetic image size) after random scale 0.75-1.25, horizontal flips. One training run on the
-    default synthetic dataset (120 pairs, 160x128) costs about 70 CPU-seconds (about 35 s on two idle
-    cores). Measured there with seeds 0 and 1 (mIoU %, mean ± std): ir 49.1 ± 0.5, vis 53.7 ± 0.6,
-    average 66.7 ± 1.8, max 69.9 ± 5.0. ResNet-18 at the same cost (5 epochs) is under-trained
+    default synthetic dataset (120 pairs, 160x128) costs about 30 s on two idle cores. Measured there
+    (``taskeval benchmark quick``, seeds 0 and 1, mIoU %): ir 47.9 ± 0.4, vis 51.8 ± 0.0, average
+    59.2 ± 1.1, laplacian 63.6 ± 3.2, seafusion (fusion loss) 66.3 ± 4.4; with 15 epochs: ir 49.2,
+    vis 53.9, average 67.8, laplacian 70.7, seafusion 70.4 (the ranking holds; 10 epochs keep the
+    README's main job inside 15 minutes). ResNet-18 at the same cost (5 epochs) is under-trained
     (seed 0: 45.6 / 46.5 / 54.2). Numbers from it rank fusion methods; they are not paper numbers.
 
 Every result row carries :func:`protocol_id` (``name-<6 hex>``): the hash covers every field that

@@ -82,8 +82,12 @@ def test_detect_resume_and_fixed_checkpoint(tiny_card, tmp_path, capsys):
     assert "mAP50" in capsys.readouterr().out
 
     stamp = (cell / "cell.json").stat().st_mtime_ns
-    assert main([*args, "--resume"]) == 0  # nothing to do: the finished cell is kept, not retrained
+    assert main([*args, "--resume", "--json"]) == 0  # nothing to do: the finished cell is kept, not retrained
     assert (cell / "cell.json").stat().st_mtime_ns == stamp
+    printed = json.loads(capsys.readouterr().out)     # --json: stdout is one JSON document
+    (m50,) = [s for s in printed["summary"] if s["metric"] == "mAP50" and s["cls"] == ""]
+    assert m50["method"] == "vis" and m50["n"] == 1 and m50["std"] is None
+    assert abs(m50["mean"] - ref50) < 1e-9 and printed["protocol"] == protocol
     assert "done before, skipped" in (out / "taskeval.log").read_text()
 
     ckpt = cell / "work" / "train" / "weights" / "last.pt"

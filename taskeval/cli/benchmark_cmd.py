@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -33,6 +34,8 @@ def run(args) -> int:
             raise TaskevalError(f"{out} holds a benchmark of dataset {previous.get('card')!r}, not "
                                 f"{cfg.data.card!r}; choose another --out")
     run_dir = RunDir.create(out, "benchmark", resume=True)
+    # matplotlib's font cache (figures, ultralytics) inside the run, set before anything imports matplotlib
+    os.environ.setdefault("MPLCONFIGDIR", str(run_dir.third_party_dir() / "matplotlib"))
     torch.set_num_threads(args.threads or torch.get_num_threads())
     run_dir.write_provenance({**to_dict(cfg), "weight_hashes": weight_hashes(cfg), "shard": args.shard},
                              seeds=cfg.seeds)

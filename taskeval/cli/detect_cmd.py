@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from taskeval.cli.common import add_overrides, print_json
+from taskeval.console import print_table
 from taskeval.errors import ConfigError, DataError
 from taskeval.results import OVERALL, Row, write_rows
 
@@ -178,7 +179,8 @@ class DetectRun:
 
         train = self.fused(method, self.train_ds.split)
         return yolo.train(train.paths, self.train_ds, self._protocol(seed), work, device=self.device,
-                          seed=seed, threads=self.threads, workers=self.workers, state_dir=self.state_dir)
+                          seed=seed, threads=self.threads, workers=self.workers, state_dir=self.state_dir,
+                          progress=self.progress)
 
     def _reference_checkpoint(self, seed) -> Path:
         if self.fixed_checkpoint is not None:
@@ -266,11 +268,8 @@ def _fmt(n: int, mean: float, std: float) -> str:
     return f"{100 * mean:.1f}" + ("" if n < 2 else f" ± {100 * std:.1f}")
 
 
-def print_table(rows: list[Row], methods: list[str], classes: tuple[str, ...], title: str) -> None:
-
+def print_detection_table(rows: list[Row], methods: list[str], classes: tuple[str, ...], title: str) -> None:
     from rich.table import Table
-
-    from taskeval.console import print_table
 
     summary = summarize(rows)
     protocols = list(dict.fromkeys(r.protocol for r in rows))
@@ -332,19 +331,23 @@ def run_detect(args) -> int:
     job = DetectRun(run, train_ds, test_ds, protocol, methods, seeds, weights=weights,
                     fused_folders=fused_folders, cache_dir=args.cache, fixed_ref=args.fixed,
                     fixed_checkpoint=args.fixed_checkpoint, device=args.device, threads=args.threads,
-                    workers=args.workers, backend=args.backend)
+                    workers=args.workers, backend=args.backend, progress=not args.json)
     rows = job.execute()
-    print_table(rows, methods, card.det_classes,
+    if args.json:
+        summary = [{"method": m, "protocol": p, "metric": metric, "cls": cls, "n": n, "mean": mean,
+                    "std": None if math.isnan(std) else std}
+                   for (m, p, metric, cls), (n, mean, std) in summarize(rows).items()]
+        print_json({"run": str(run.path), "protocol": job.protocol_id, "summary": summary})
+        return 0
+    print_detection_table(rows, methods, card.det_classes,
                 f"detection on {card.name}/{args.test_split} ({job.protocol_id})")
     print(f"results: {run.path / 'results.csv'}, {run.path / 'results.json'}, {run.path / 'summary.csv'}")
     return 0
 
 
 def run_score(args) -> int:
-
     from rich.table import Table
 
-    from taskeval.console import print_table
     from taskeval.data.labels import read_class_names
     from taskeval.metrics.detection import load_ground_truth, load_predictions, score_detections
 
@@ -411,6 +414,7 @@ def register(sub) -> None:
     p.add_argument("--out", help="run directory (default runs/detect/<time>)")
     p.add_argument("--resume", action="store_true",
                    help="continue --out; finished (method, seed) cells are kept")
+    p.add_argument("--json", action="store_true", help="print the summary (mean and std over seeds) as JSON")
     add_overrides(p)
     p.set_defaults(func=run_detect)
 
