@@ -8,6 +8,8 @@ What ultralytics does by default and what stops it (see TOOLCHAIN.md):
 * downloads ``Arial.ttf`` at every dataset check: matplotlib's DejaVuSans.ttf is copied in its place;
 * telemetry, hub and experiment-tracker callbacks (MLflow writes ``./mlruns``): disabled in its settings;
 * ``pip install`` of missing packages: ``YOLO_AUTOINSTALL=0``;
+* checkpoints (``--fixed-checkpoint``, ``pretrained=``, our own ``last.pt``) are pickles: ``ULTRALYTICS_SAFE_LOAD=1``
+  makes ultralytics load them with ``torch.load(weights_only=True)`` and an allow-list of its own classes;
 * threads: it trains on ``ultralytics.utils.torch_utils.NUM_THREADS`` threads on the CPU (1 on a 2-core
   machine); taskeval sets that number explicitly.
 """
@@ -55,6 +57,7 @@ def prepare(state_dir: str | Path | None = None, threads: int | None = None):
 
     os.environ["YOLO_OFFLINE"] = "1"
     os.environ["YOLO_AUTOINSTALL"] = "0"
+    os.environ["ULTRALYTICS_SAFE_LOAD"] = "1"  # checkpoints load with weights_only=True (known classes only)
     if state_dir is not None:
         state_dir = Path(state_dir).resolve()
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -71,9 +74,11 @@ def prepare(state_dir: str | Path | None = None, threads: int | None = None):
         log.info("ultralytics was imported before taskeval set its state folder; it keeps using %s",
                  uu.USER_CONFIG_DIR)
     for name, module in list(sys.modules.items()):  # flags read at import, if it was imported before
-        for flag in ("ONLINE", "AUTOINSTALL"):
-            if name.startswith("ultralytics") and getattr(module, flag, False) is True:
-                setattr(module, flag, False)
+        if not name.startswith("ultralytics"):
+            continue
+        for flag, value in (("ONLINE", False), ("AUTOINSTALL", False), ("SAFE_LOAD", True)):
+            if hasattr(module, flag) and getattr(module, flag) is not value:
+                setattr(module, flag, value)
     _copy_font(Path(uu.USER_CONFIG_DIR))
     off = {k: False for k in _INTEGRATIONS if k in uu.SETTINGS and uu.SETTINGS[k] is not False}
     if off:

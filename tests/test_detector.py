@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 from detectors.protocol import PRESETS, DetProtocol, load_protocol
 from detectors.yolo_data import write_yolo_dataset, yolo_label_text
@@ -145,6 +146,29 @@ def test_prepare_keeps_ultralytics_offline():
     assert (uu.USER_CONFIG_DIR / "Arial.ttf").is_file()
     assert uu.SETTINGS["sync"] is False and uu.SETTINGS["mlflow"] is False
     assert uu.ONLINE is False and tu.NUM_THREADS == 1
+    import ultralytics.nn.tasks as tasks
+
+    assert tasks.SAFE_LOAD is True and uu.SAFE_LOAD is True
+
+
+class _Payload:
+    """Unpickling this runs code (creates a file): what an untrusted checkpoint can do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_untrusted_detector_checkpoint_is_not_unpickled(tmp_path):
+    from detectors import yolo
+
+    evil, marker = tmp_path / "evil.pt", tmp_path / "pwned"
+    torch.save({"model": _Payload(marker)}, evil)
+    with pytest.raises(Exception):
+        yolo.checkpoint_classes(evil, tmp_path / "state")
+    assert not marker.exists()
 
 
 def test_train_predict_smoke(tiny_card, tmp_path, monkeypatch, no_network):
