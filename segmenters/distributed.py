@@ -38,10 +38,13 @@ class DistInfo:
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None``/``"auto"`` -> ``cuda`` when available, else ``cpu``."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    """``None``/``"auto"`` -> ``cuda`` when available, else ``cpu``; ``0`` -> ``cuda:0``; a list ``0,1`` -> its
+    first device (several GPUs: launch with ``torchrun``). Unknown names: ConfigError."""
+    from taskeval.devices import pick_device, tensor_device
+
+    if isinstance(device, torch.device):
+        return device
+    return tensor_device(pick_device(device))
 
 
 def init_distributed(device: str | torch.device | None = "auto") -> DistInfo:

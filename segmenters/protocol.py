@@ -43,7 +43,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-
 from taskeval.config import load_config, load_preset
 from taskeval.errors import ConfigError
 

@@ -16,15 +16,15 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-import yaml
 from tqdm import tqdm
 
 from fusion_models import get_fusion_spec
-from taskeval.config import build, deep_merge, parse_overrides, to_dict
+from taskeval.config import build, deep_merge, parse_overrides, read_yaml_mapping, to_dict
 from taskeval.data import PairedDataset, load_card
 from taskeval.data.synth import SynthConfig, generate
 from taskeval.devices import pick_device, tensor_device
 from taskeval.errors import ConfigError, TaskevalError
+from taskeval.filelock import file_lock
 from taskeval.fusedset import FusedSet, fuse_split, precomputed_set
 from taskeval.fusion_train import TRAINED_NOTE, FusionTrainConfig, train_fusion
 from taskeval.results import OVERALL, Row
@@ -109,13 +109,13 @@ def load_benchmark_config(source: str | Path, overrides: list[str] | None = None
 
         raise ConfigError(f"benchmark config not found: {source}{suggest(str(source), builtin_configs())}; "
                           f"built-in: {', '.join(builtin_configs())}")
-    raw = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping")
+    raw = read_yaml_mapping(path, "benchmark config")
+    raw.setdefault("name", path.stem)  # the default run folder is runs/benchmark-<name>
+    # relative paths in the YAML are relative to the YAML's folder; on the command line, to the current one
+    data = raw.get("data")
+    if isinstance(data, dict) and data.get("root") and not Path(str(data["root"])).is_absolute():
+        data["root"] = str((path.parent / data["root"]).resolve())
     raw = deep_merge(raw, parse_overrides(overrides or []))
-    for key in ("data",):
-        if isinstance(raw.get(key), dict) and raw[key].get("root") and not Path(str(raw[key]["root"])).is_absolute():
-            raw[key]["root"] = str((path.parent / raw[key]["root"]).resolve())
     methods = raw.get("methods")
     if isinstance(methods, str):
         methods = [m.strip() for m in methods.split(",") if m.strip()]
@@ -152,6 +152,11 @@ class Benchmark:
         atomic_write_json(run.path / "dataset.json", {"card": str(self.card_source), "root": str(self.card.root),
                                                       "train_split": cfg.data.train_split,
                                                       "test_split": cfg.data.test_split})
+        for task, has, what in (("detection", "has_boxes", "detection labels"),
+                                ("segmentation", "has_masks", "segmentation masks")):
+            lacking = [ds.split for ds in (self.train_ds, self.test_ds) if not getattr(ds, has)]
+            if task in cfg.tasks and lacking:  # before any training, not after it
+                raise ConfigError(f"task {task!r} needs {what}, but {self.card.name} split(s) {lacking} have none")
         self._fused: dict[tuple[str, str], FusedSet] = {}
         self._notes: dict[str, str] = {}
         self._inputs: dict[str, dict] = {}
@@ -224,13 +229,16 @@ class Benchmark:
         return fs
 
     def _train_fusion(self, entry: MethodEntry) -> Path:
-        out = self.run.path / "fusion_train" / entry.name
+        # one folder per training configuration: weights trained with other settings are never reused
+        digest = hashlib.sha256(json.dumps(to_dict(self.cfg.fusion_train), sort_keys=True).encode()).hexdigest()[:8]
+        out = self.run.path / "fusion_train" / f"{entry.name}-{digest}"
         final = out / "fusion.pth"
-        if final.is_file():
-            return final
-        log.info("training %s with the fusion loss on %s/%s", entry.name, self.card.name, self.train_ds.split)
-        return train_fusion(entry.name, self.train_ds, out, self.cfg.fusion_train, device=self.tensor_device,
-                            progress=self.progress)
+        with file_lock(out.with_suffix(".lock")):  # shards: the first trains, the others wait and reuse
+            if final.is_file():
+                return final
+            log.info("training %s with the fusion loss on %s/%s", entry.name, self.card.name, self.train_ds.split)
+            return train_fusion(entry.name, self.train_ds, out, self.cfg.fusion_train, device=self.tensor_device,
+                                progress=self.progress)
 
     # ---- cells
     def run_cell(self, cell: Cell) -> None:
@@ -249,7 +257,8 @@ class Benchmark:
                 rows = self._segmentation(cell, train, test, cell_dir, note)
         self.store.finish(cell, rows, {"seconds": round(time.perf_counter() - t0, 2),
                                        "fused_test_dir": str(Path(next(iter(test.paths.values()))).parent),
-                                       "note": note, "inputs": self.inputs(entry)})
+                                       "note": note, "inputs": self.inputs(entry),
+                                       **({"metrics": self.quality_metric_names()} if cell.task == "quality" else {})})
 
     def inputs(self, entry: MethodEntry) -> dict:
         """What a cell's numbers depend on besides its key (method name, task, dataset name, protocol id,
@@ -266,6 +275,21 @@ class Benchmark:
                 weights = w
             self._inputs[entry.name] = {"weights": weights, "folder": entry.folder, "split_ids": self._split_digest}
         return self._inputs[entry.name]
+
+    def quality_metric_names(self) -> list[str]:
+        from taskeval.metrics.quality import QUALITY_ORDER
+
+        return list(self.cfg.quality_metrics) or list(QUALITY_ORDER)
+
+    def needs(self, cell: Cell) -> bool:
+        """Not finished yet; a finished quality cell also counts as unfinished when the config asks for
+        metrics it lacks (they are computed from the same fused images; its rows are replaced whole)."""
+        if not self.store.is_done(cell):
+            return True
+        if cell.task != "quality":
+            return False
+        meta = json.loads((self.store.cells_dir / cell.id / "cell.json").read_text())
+        return not set(self.quality_metric_names()) <= set(meta.get("metrics", ()))
 
     def check_resumable(self, cells: list[Cell]) -> None:
         """Refuse to mix: finished cells whose recorded inputs differ from this config's (other weights, another
@@ -327,7 +351,7 @@ class Benchmark:
     def _quality(self, cell, test, cell_dir, note) -> list[Row]:
         from taskeval.quality_eval import score_fused_set
 
-        per_image = score_fused_set(test, self.test_ds, self.cfg.quality_metrics, device=self.tensor_device)
+        per_image = score_fused_set(test, self.test_ds, self.quality_metric_names(), device=self.tensor_device)
         lines = ["id,metric,value"] + [f"{sid},{m},{v!r}" for (sid, m), v in per_image.items()]
         (cell_dir / "per_image.csv").write_text("\n".join(lines) + "\n")
         metrics = sorted({m for _, m in per_image})
@@ -338,7 +362,7 @@ class Benchmark:
     def execute(self, shard: tuple[int, int] | None = None) -> list[Cell]:
         """Run every missing cell of this shard; returns the cells computed now."""
         self.check_resumable(self.cells())
-        todo = [c for c in shard_cells(self.cells(), shard) if not self.store.is_done(c)]
+        todo = [c for c in shard_cells(self.cells(), shard) if self.needs(c)]
         done_before = len(self.cells()) - len(todo)
         bar = tqdm(total=len(self.cells()), initial=done_before, desc="benchmark", unit="cell",
                    disable=not self.progress, position=0)

@@ -49,7 +49,7 @@ from taskeval.data import PairedDataset, load_card
 from taskeval.errors import ConfigError, DataError
 from taskeval.imageio import read_raw, read_rgb
 from taskeval.results import OVERALL, Row
-from taskeval.rundir import atomic_write_bytes
+from taskeval.rundir import atomic_write_bytes, latest_config_path
 from taskeval.stats import REFERENCE_METHODS, SeedStat, summarize_values
 from taskeval.store import ResultsStore
 
@@ -105,7 +105,8 @@ class RunData:
         cells = [c for c in store.done_cells() if c.get("status", "done") == "done"]
         rows = store.rows()
         configured: list[str] = []
-        cfg = yaml.safe_load((path / "config.yaml").read_text()) if (path / "config.yaml").is_file() else None
+        conf = latest_config_path(path)
+        cfg = yaml.safe_load(conf.read_text()) if conf.is_file() else None
         for m in (cfg.get("methods") or ()) if isinstance(cfg, dict) else ():
             configured.append(str(m["name"]) if isinstance(m, dict) else str(m))
         seen = {c["method"] for c in cells} | {r.method for r in rows}

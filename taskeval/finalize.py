@@ -12,7 +12,7 @@ from rich.console import Console
 
 from taskeval.console import print_table
 from taskeval.errors import DataError
-from taskeval.rundir import RunDir, atomic_write_json, atomic_write_text
+from taskeval.rundir import RunDir, atomic_write_json, atomic_write_text, latest_config_path
 from taskeval.store import ResultsStore
 
 log = logging.getLogger(__name__)
@@ -88,16 +88,19 @@ def finalize(run_dir: str | Path, progress: bool = True, figure_options: dict | 
     from taskeval.figures import render_all
     from taskeval.report import render_report
 
-    figs = render_all(run_dir, **(figure_options or _figure_options(run_dir)))
+    figs = render_all(run_dir, **(figure_options or config_figure_options(run_dir)))
     report = render_report(run_dir, overwrite=True, figures=figs)
     console.print(f"report: {report}")
     return report
 
 
-def _figure_options(run_dir: Path) -> dict:
+def config_figure_options(run_dir: str | Path) -> dict:
+    """The ``figures`` section of the run's ``config.yaml`` as keyword arguments of ``render_all``."""
     import yaml
 
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else {}
+    run_dir = Path(run_dir)
+    conf = latest_config_path(run_dir)
+    cfg = yaml.safe_load(conf.read_text()) if conf.is_file() else {}
     fig = (cfg or {}).get("figures") or {}
     from taskeval.benchmark import FiguresEntry
     from taskeval.config import build

@@ -26,6 +26,7 @@ from fusion_models import create_fusion_model, get_fusion_spec
 from fusion_models.weights import file_hash, resolve_weights
 from taskeval.data.dataset import PairedDataset
 from taskeval.errors import DataError, WeightsError
+from taskeval.filelock import file_lock
 from taskeval.fusing import apply_fusion
 from taskeval.imageio import list_images, read_raw, tensor_to_uint8, to_float, write_png
 
@@ -121,7 +122,7 @@ def fuse_split(ds: PairedDataset, method: str, cache_dir: str | Path, weights: s
     folder.mkdir(parents=True, exist_ok=True)
     h5_path = folder / f"{method}-{key}.h5"
     png_dir = folder / f"{method}-{key}" / ds.split
-    with h5py.File(h5_path, "a") as h5:
+    with file_lock(h5_path.with_suffix(".lock")), h5py.File(h5_path, "a") as h5:
         h5.attrs.update({"method": method, "key": key, "weights": weights_id, "dataset": ds.card.name})
         grp = h5.require_group(ds.split)
         todo = [s for s in ds.ids if s not in grp]
@@ -157,7 +158,10 @@ def fuse_split(ds: PairedDataset, method: str, cache_dir: str | Path, weights: s
             paths[sid] = png
     note = ""
     if weights is not None and spec.trainable:
-        note = f"weights {Path(str(weights)).name}"
+        from taskeval.fusion_train import weights_note
+
+        # "trained by taskeval (fusion loss)" / joint-training notes travel with the weights into every table
+        note = weights_note(weights) or f"weights {Path(str(weights)).name}"
     return FusedSet(method, ds.card.name, ds.split, key, paths, note, {"h5": str(h5_path)})
 
 

@@ -1,6 +1,6 @@
 """Semantic-guided joint training: a fusion network trained with fusion loss + lambda x task loss.
 
-Two schedules (``taskeval joint --schedule``):
+Two schedules (``taskeval joint ... schedule=alternating|end2end``):
 
 * ``alternating`` (SeAFusion): rounds ``r = 0..R-1``. In round r the task network is frozen and the
   fusion network trains with ``fusion_loss + lam * r * task_loss`` (round 0 is the fusion loss alone);
@@ -12,8 +12,9 @@ Two schedules (``taskeval joint --schedule``):
 The fused image goes through :func:`taskeval.fusing.apply_fusion`, i.e. a luminance output is recoloured
 with the visible chroma inside the graph, so task gradients reach the fusion parameters. Task losses are
 the real ones: ultralytics' YOLO loss (:mod:`detectors.joint`) and cross-entropy on smp DeepLabV3+
-(:mod:`segmenters.joint`). Training checkpoints every epoch (``last.pt``, resumable); a NaN or infinite
-loss stops with :class:`TrainingError` and keeps the last good checkpoint.
+(:mod:`segmenters.joint`). Training checkpoints after every stage (alternating) or epoch (end2end) into
+``last.pt`` (resumable with the same settings only); a NaN or infinite loss stops with
+:class:`TrainingError` and keeps the last good checkpoint.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from taskeval.config import to_dict
 from taskeval.data.dataset import PairedDataset
 from taskeval.errors import ConfigError, TrainingError
 from taskeval.fusing import apply_fusion
-from taskeval.fusion_train import FusionLossConfig, fusion_loss, fused_luminance
+from taskeval.fusion_train import FusionLossConfig, fused_luminance, fusion_loss
 from taskeval.rundir import atomic_write_bytes, atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -217,16 +218,24 @@ class JointTrainer:
     # ---- checkpoints
     def save(self) -> None:
         buf = io.BytesIO()
-        torch.save({"fusion": self.fusion.state_dict(), "task": self.task_net.state_dict(),
+        torch.save({"identity": self.identity(), "fusion": self.fusion.state_dict(), "task": self.task_net.state_dict(),
                     "opt_fusion": self.opt_fusion.state_dict(), "opt_task": self.opt_task.state_dict(),
                     "step": self.step, "history": self.history}, buf)
         atomic_write_bytes(self.out / "last.pt", buf.getvalue())
+
+    def identity(self) -> dict:
+        """What a resumed run must share with the interrupted one."""
+        return {"fusion": self.fusion_name, "task": self.task, "dataset": self.ds.card.name, "split": self.ds.split,
+                "n": self.n, "config": to_dict(self.cfg)}
 
     def resume(self) -> bool:
         last = self.out / "last.pt"
         if not last.is_file():
             return False
         state = torch.load(last, map_location=self.device, weights_only=True)
+        if state.get("identity") != self.identity():
+            raise TrainingError(f"{last} was written by a joint training with other settings ({state.get('identity')}"
+                                f" vs now {self.identity()}); choose another --out or delete it")
         self.fusion.load_state_dict(state["fusion"])
         self.task_net.load_state_dict(state["task"])
         self.opt_fusion.load_state_dict(state["opt_fusion"])

@@ -26,7 +26,7 @@ from typing import Iterable, Sequence
 import yaml
 
 from taskeval.errors import DataError, TaskevalError
-from taskeval.rundir import atomic_write_text
+from taskeval.rundir import atomic_write_text, latest_config_path
 
 # Modules whose docstrings define the metrics; read from source (importing torchmetrics takes seconds).
 DEFINITION_MODULES = (
@@ -270,7 +270,8 @@ def render_html(run_dir: str | Path, figures: Sequence | None = None, **figure_o
     run = RunData.open(run_dir)
     if figures is None:
         figures = render_all(run.path, **figure_options)
-    config_text = (run.path / "config.yaml").read_text() if (run.path / "config.yaml").is_file() else ""
+    conf = latest_config_path(run.path)
+    config_text = conf.read_text() if conf.is_file() else ""
     config = yaml.safe_load(config_text) if config_text else {}
     config = config if isinstance(config, dict) else {}
     prov = read_json(run.path / "provenance.json")

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -131,14 +132,19 @@ class RunDir:
 
     def write_provenance(self, config: dict | None, seeds=None) -> None:
         prov = provenance(config, seeds)
-        atomic_write_text(self.path / "config.yaml", yaml.safe_dump(config or {}, sort_keys=False))
-        name = "provenance.json"
-        if (self.path / name).exists():  # a resumed run keeps the first record and adds one per resume
-            k = 1
-            while (self.path / f"provenance.resume{k}.json").exists():
-                k += 1
-            name = f"provenance.resume{k}.json"
-        atomic_write_json(self.path / name, prov)
+        text = yaml.safe_dump(config or {}, sort_keys=False)
+        if not (self.path / "provenance.json").exists():
+            atomic_write_text(self.path / "config.yaml", text)
+            atomic_write_json(self.path / "provenance.json", prov)
+            return
+        # a resumed run keeps the first records and adds one per resume (the config only when it changed)
+        k = 1
+        while (self.path / f"provenance.resume{k}.json").exists():
+            k += 1
+        atomic_write_json(self.path / f"provenance.resume{k}.json", prov)
+        first = self.path / "config.yaml"
+        if first.is_file() and first.read_text() != text:
+            atomic_write_text(self.path / f"config.resume{k}.yaml", text)
 
     def attach_log(self, level: int = logging.INFO) -> logging.Handler:
         handler = logging.FileHandler(self.path / "taskeval.log")
@@ -155,3 +161,12 @@ class RunDir:
         p = self.path / "third_party"
         p.mkdir(exist_ok=True)
         return p
+
+
+def latest_config_path(run_dir: str | Path) -> Path:
+    """The configuration the run was last started with: ``config.resume<k>.yaml`` with the largest k, else
+    ``config.yaml`` (which keeps the first one)."""
+    run_dir = Path(run_dir)
+    resumed = sorted(run_dir.glob("config.resume*.yaml"),
+                     key=lambda p: int(re.sub(r"\D", "", p.stem) or 0))
+    return resumed[-1] if resumed else run_dir / "config.yaml"

@@ -153,3 +153,18 @@ def test_config_errors(tmp_path, synth_root):
         load_benchmark_config(_config(tmp_path, synth_root, ["ir", "ir"], ["quality"], [0], name="u"))
     with pytest.raises(ConfigError, match="did you mean 'quick'"):
         load_benchmark_config("quik")
+
+
+def test_quality_cells_gain_metrics_without_touching_others(tmp_path, synth_root, monkeypatch):
+    path = _config(tmp_path, synth_root, ["ir", "average"], ["quality"], [0], name="q")
+    out = tmp_path / "run"
+    _run(path, out).execute()
+    assert {r.metric for r in read_rows(out / "results.csv")} == {"EN", "SD"}
+    spy = _Count(monkeypatch)
+    _run(path, out, ["quality_metrics=EN,SD,AG"]).execute()   # a metric added: the quality cells are redone
+    assert {c.method for c in spy.cells} == {"ir", "average"}
+    rows = read_rows(out / "results.csv")
+    assert {r.metric for r in rows} == {"EN", "SD", "AG"} and len(rows) == 6
+    spy = _Count(monkeypatch)
+    _run(path, out, ["quality_metrics=EN"]).execute()         # a subset: nothing to do
+    assert spy.cells == []

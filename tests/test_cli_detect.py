@@ -175,3 +175,25 @@ def test_msrs_sample_detect_matches_independent_pycocotools(shared, tmp_path):
     assert ref50 > 0  # a non-trivial comparison
     assert abs(_value(rows, "vis", "mAP50") - ref50) < 1e-9
     assert abs(_value(rows, "vis", "mAP50_95") - ref) < 1e-9
+
+
+def test_resume_refuses_other_images_and_bad_fixed_options(tiny_card, tmp_path, capsys):
+    from taskeval.data import PairedDataset, load_card
+
+    card = load_card(tiny_card)
+    for name, modality in (("a", "vis"), ("b", "ir")):
+        for split in ("train", "test"):
+            (tmp_path / name / split).mkdir(parents=True)
+            for r in PairedDataset(card, split).records:
+                src = getattr(r, modality)
+                shutil.copy(src, tmp_path / name / split / f"{r.id}{src.suffix}")
+    out = tmp_path / "run"
+    base = ["detect", "--data", str(tiny_card), "--no-refs", "--out", str(out), "--threads", "1", *TINY]
+    assert main([*base, "--fused", f"ext={tmp_path / 'a'}"]) == 0
+    # same method name, other images: the finished cell is not reused under the new folder
+    assert main([*base, "--fused", f"ext={tmp_path / 'b'}", "--resume"]) == 2
+    assert "computed from other images" in capsys.readouterr().err
+    # option errors come before the run directory exists
+    assert main(["detect", "--data", str(tiny_card), "--methods", "vis", "--out", str(tmp_path / "x"),
+                 "--fixed", "ir", "--fixed-checkpoint", str(tmp_path / "none.pt"), *TINY]) == 2
+    assert not (tmp_path / "x").exists()

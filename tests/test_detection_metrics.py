@@ -220,7 +220,8 @@ def _write_yolo_case(tmp_path):
         write_png(tmp_path / "images" / f"{sid}.png", np.zeros((40, 80, 3), np.uint8))
     (tmp_path / "labels" / "classes.txt").write_text("person\ncar\ncone\n")
     (tmp_path / "labels" / "x.txt").write_text("0 0.25 0.5 0.25 0.5\n1  0.75 0.5 0.25 0.5\n")
-    (tmp_path / "labels" / "y.txt").write_text("")  # empty: valid, no objects; z has no file at all
+    (tmp_path / "labels" / "y.txt").write_text("")  # empty: valid, no objects
+    (tmp_path / "labels" / "z.txt").write_text("")  # no objects; z's prediction is a false positive
     (tmp_path / "pred" / "x.txt").write_text("0 0.25 0.5 0.25 0.5 0.9\n1 0.7 0.5 0.25 0.5 0.8\n")
     (tmp_path / "pred" / "z.txt").write_text("2 0.5 0.5 0.1 0.1 0.3\n")
 
@@ -262,6 +263,10 @@ def test_bad_foreign_files(tmp_path):
     with pytest.raises(DataError, match="without an image"):
         load_ground_truth(tmp_path / "labels", tmp_path / "images")
     (tmp_path / "labels" / "orphan.txt").unlink()
+    (tmp_path / "labels" / "z.txt").unlink()  # a lost label file is not "no objects"
+    with pytest.raises(DataError, match=r"have no label file.*: z"):
+        load_ground_truth(tmp_path / "labels", tmp_path / "images")
+    (tmp_path / "labels" / "z.txt").write_text("")
     (tmp_path / "labels" / "x.txt").write_text("5 0.5 0.5 0.1 0.1\n")
     with pytest.raises(DataError, match="class id 5"):
         load_ground_truth(tmp_path / "labels", tmp_path / "images")

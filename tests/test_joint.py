@@ -69,6 +69,9 @@ def test_nan_stops_and_resume_continues(ds, tmp_path, monkeypatch):
     # round 0 (fusion loss only, then the task stage: first task-loss call) survived; the NaN came in round 1
     assert saved["step"] == 2 and not (tmp_path / "fusion.pth").exists()
     monkeypatch.undo()
+    other = JointConfig(**{**TINY.__dict__, "lam": 5.0})
+    with pytest.raises(TrainingError, match="other settings"):  # a resume must not change the recipe
+        JointTrainer("seafusion", "seg", ds, tmp_path, other, progress=False).train()
     again = JointTrainer("seafusion", "seg", ds, tmp_path, TINY, progress=False)
     again.train()
     hist = torch.load(tmp_path / "last.pt", weights_only=True)["history"]

@@ -46,13 +46,17 @@ def run(args) -> int:
                 h.setLevel(logging.WARNING)
     bench = Benchmark(cfg, run_dir, progress=not args.quiet)
     cells = bench.cells()
-    done = sum(bench.store.is_done(c) for c in cells)
+    done = sum(not bench.needs(c) for c in cells)
     print(f"benchmark {cfg.name!r} in {out}: {len(cells)} cells ({len(cfg.methods)} methods x "
           f"{', '.join(cfg.tasks)} x seeds {list(cfg.seeds)}); {done} already done"
           + (f"; shard {args.shard}" if shard else ""))
     computed = bench.execute(shard)
     print(f"computed {len(computed)} cell(s); results: {out / 'results.csv'}")
-    if not args.no_report:
+    missing = sum(bench.needs(c) for c in cells)
+    if shard and missing:
+        print(f"{missing} cell(s) of other shards are not finished yet: no report now. When every shard is done, "
+              f"run `taskeval report {out}` or this command without --shard (it computes nothing more).")
+    elif not args.no_report:
         from taskeval.finalize import finalize
 
         finalize(out, progress=not args.quiet)

@@ -4,27 +4,41 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
-from taskeval.errors import TaskevalError
-
-
-def planned(sub, name: str, help_text: str, what: str, issue: int) -> argparse.ArgumentParser:
-    """Register a command that is not implemented yet: it says what it will do and exits with status 2."""
-    p = sub.add_parser(name, help=f"{help_text} (not yet implemented)", description=what)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-
-    def run(args) -> int:
-        raise TaskevalError(f"'{name}' is not implemented yet (tracked in issue {issue}). It will: {what}")
-
-    p.set_defaults(func=run)
-    return p
+from taskeval.errors import ConfigError
 
 
 def add_overrides(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="configuration overrides")
 
 
+def _json_safe(obj):
+    """NaN and infinities (a class absent everywhere, the std of one seed) become null: valid JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
 def print_json(obj) -> None:
-    json.dump(obj, sys.stdout, indent=1, default=str)
+    """Print ``obj`` as strict JSON (NaN -> null; unknown objects as strings)."""
+    json.dump(_json_safe(obj), sys.stdout, indent=1, default=str, allow_nan=False)
     sys.stdout.write("\n")
+
+
+def parse_seeds(text: str | None, default: int) -> list[int]:
+    """``--seeds 0,1,2`` -> [0, 1, 2]; empty -> [default]; ConfigError for non-integers or repeats."""
+    if not text:
+        return [default]
+    try:
+        seeds = [int(s) for s in str(text).replace(",", " ").split()]
+    except ValueError:
+        raise ConfigError(f"--seeds expects integers like 0,1,2, got {text!r}") from None
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds lists a seed twice: {text!r}")
+    return seeds

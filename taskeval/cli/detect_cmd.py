@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from taskeval.cli.common import add_overrides, print_json
+from taskeval.cli.common import add_overrides, parse_seeds, print_json
 from taskeval.console import print_table
 from taskeval.errors import ConfigError, DataError
 from taskeval.results import OVERALL, Row, write_rows
@@ -53,18 +53,6 @@ def method_list(methods: str | None, no_refs: bool = False, extra: list[str] | N
     if not out:
         raise ConfigError("no methods: give --methods A,B (ir and vis are added unless --no-refs)")
     return out
-
-
-def parse_seeds(text: str | None, default: int) -> list[int]:
-    if not text:
-        return [default]
-    try:
-        seeds = [int(s) for s in _split_list(text)]
-    except ValueError:
-        raise ConfigError(f"--seeds expects integers like 0,1,2, got {text!r}") from None
-    if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"--seeds lists a seed twice: {text!r}")
-    return seeds
 
 
 class DetectRun:
@@ -185,7 +173,9 @@ class DetectRun:
     def _reference_checkpoint(self, seed) -> Path:
         if self.fixed_checkpoint is not None:
             return self.fixed_checkpoint
-        work = self.run.path / "reference" / f"{self.fixed_ref}-seed{seed}"
+        # one folder per protocol and training images: a changed protocol or input never reuses the detector
+        key = self.fused(self.fixed_ref, self.train_ds.split).key
+        work = self.run.path / "reference" / f"{self.fixed_ref}-seed{seed}-{self.protocol.id}-{key[:8]}"
         last = work / "train" / "weights" / "last.pt"
         if (work / "done.json").is_file() and last.is_file():
             return last
@@ -216,16 +206,31 @@ class DetectRun:
         rows = scores.rows(cell.method, cell.dataset, cell.protocol, cell.seed, note)
         self.store.finish(cell, rows, {"seconds": round(time.perf_counter() - t0, 2),
                                        "train_seconds": train_s, "checkpoint": str(ckpt),
-                                       "backend": scores.backend})
+                                       "backend": scores.backend, "inputs": self.cell_inputs(cell)})
         log.info("%s seed %s: mAP50 %.4f, mAP50-95 %.4f (%s)", cell.method, cell.seed, scores.map50,
                  scores.map50_95, cell.protocol)
         return rows
+
+    def cell_inputs(self, cell) -> dict:
+        """The fused images a cell's numbers come from (cache keys: method, weight-file hash, dataset and the
+        image files), recorded with the cell and compared on --resume."""
+        trained_on = cell.method if self.retrains else self.fixed_ref  # None: a given checkpoint
+        train = self.fused(trained_on, self.train_ds.split) if trained_on else None
+        return {"train": train.key if train else None, "test": self.fused(cell.method, self.test_ds.split).key,
+                "test_ids": len(self.test_ds)}
 
     def execute(self) -> list[Row]:
         """Run every unfinished cell, rewrite ``results.csv``/``.json`` and ``summary.csv`` from the whole
         store, and return the rows of this invocation's cells (finished before or now)."""
         self.check_inputs()
         self.ground_truth()
+        stale = [c for c in self.cells() if self.store.is_done(c)
+                 and json.loads((self.store.cells_dir / c.id / "cell.json").read_text()).get("inputs")
+                 not in (None, self.cell_inputs(c))]
+        if stale:
+            raise DataError(f"{len(stale)} finished cell(s) of {self.run.path} were computed from other images than "
+                            f"this command gives (methods {sorted({c.method for c in stale})}: other weights, "
+                            "--fused folder or dataset files); results are never mixed: choose another --out")
         for cell in self.cells():
             if self.store.is_done(cell):
                 log.info("%s seed %s: done before, skipped", cell.method, cell.seed)
@@ -317,6 +322,10 @@ def run_detect(args) -> int:
     test_ds = PairedDataset(card, args.test_split)
     if not test_ds.has_boxes:
         raise DataError(f"{card.name}/{args.test_split} has no detection labels")
+    if args.fixed and args.fixed_checkpoint:
+        raise ConfigError("give --fixed REF or --fixed-checkpoint PATH, not both")
+    if args.fixed_checkpoint and not Path(args.fixed_checkpoint).is_file():
+        raise ConfigError(f"--fixed-checkpoint not found: {args.fixed_checkpoint}")
     run = RunDir.create(args.out, "detect", resume=args.resume)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from taskeval.cli.common import add_overrides
+from taskeval.cli.common import add_overrides, parse_seeds
 from taskeval.config import load_config, to_dict
 from taskeval.console import print_table
 from taskeval.data import PairedDataset, load_card
@@ -29,7 +29,7 @@ def run(args) -> int:
     cfg = load_config(JointConfig, args.config, args.overrides)
     card = load_card(args.data, args.root)
     train_ds = PairedDataset(card, args.train_split)
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = parse_seeds(args.seeds, 0)
     run_dir = RunDir.create(args.out, f"joint-{args.fusion}-{args.task}", resume=args.resume)
     run_dir.write_provenance({"fusion": args.fusion, "task": args.task, "data": str(args.data), "root": args.root,
                               "init_weights": args.weights, "seeds": seeds, **to_dict(cfg)}, seeds=seeds)

@@ -68,8 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"taskeval {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"taskeval {args.command}: interrupted; finished work is kept, run the same command with "
-              "--resume to continue", file=sys.stderr)
+        how = "with --resume" if hasattr(args, "resume") else "again"
+        print(f"taskeval {args.command}: interrupted; finished work is kept, run the same command {how} to "
+              "continue", file=sys.stderr)
         return 130
 
 

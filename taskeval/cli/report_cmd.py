@@ -6,8 +6,6 @@ import os
 import re
 from pathlib import Path
 
-import yaml
-
 from taskeval.errors import ConfigError, DataError
 
 
@@ -21,14 +19,10 @@ def parse_inset(text: str) -> tuple[str, tuple[float, float, float, float]]:
 
 def figure_settings(run_dir: Path, args) -> dict:
     """Figure options: the run's ``config.yaml`` ``figures`` entry, overridden by the command line."""
-    cfg = {}
-    if (run_dir / "config.yaml").is_file():
-        raw = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-        cfg = dict(raw.get("figures") or {}) if isinstance(raw, dict) else {}
-    out = {"scenes": tuple(cfg.get("scenes") or ()), "n_scenes": int(cfg.get("n_scenes", 3)),
-           "score_threshold": float(cfg.get("score_threshold", 0.25)),
-           "insets": {str(k): tuple(v) for k, v in (cfg.get("insets") or {}).items()},
-           "draw_gt": bool(cfg.get("draw_gt", False)), "normalise": str(cfg.get("normalise", "minmax"))}
+    from taskeval.finalize import config_figure_options
+
+    out = config_figure_options(run_dir)
+    out["insets"] = dict(out["insets"] or {})
     if args.scenes:
         out["scenes"] = tuple(args.scenes)
     for key in ("n_scenes", "score_threshold", "normalise"):

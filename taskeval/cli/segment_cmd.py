@@ -26,6 +26,7 @@ arguments so that ``taskeval benchmark`` can call them too.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -40,7 +41,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from taskeval.cli.common import add_overrides, print_json
+from taskeval.cli.common import add_overrides, parse_seeds, print_json
 from taskeval.console import print_table
 from taskeval.data.card import DatasetCard, load_card
 from taskeval.data.dataset import PairedDataset
@@ -156,10 +157,9 @@ def fused_sets(methods: list[str], ds: PairedDataset, cache: Path, weights: dict
             for m in methods:
                 if m in precomputed:
                     root = Path(precomputed[m])
+                    # <dir>/<split>/, or one flat folder holding every split's images (as in `detect`)
                     folder = root / ds.split if (root / ds.split).is_dir() else root
-                    if folder == root and ds.split != "test":
-                        raise DataError(f"--fused {m}={root}: needs a '{ds.split}' subfolder to train on")
-                    out[m] = precomputed_set(folder, ds, name=m)
+                    out[m] = precomputed_set(folder, ds, name=m, allow_extra=folder == root)
                 else:
                     out[m] = fuse_split(ds, m, cache, weights=weights.get(m), device=str(device),
                                         progress=info.is_main)
@@ -209,6 +209,20 @@ def _train_note(checkpoint: Path) -> dict:
             "train_method": ck["train_method"]}
 
 
+def _check_finished(folder: Path, fused_train: FusedSet, fused_test: FusedSet, test_ds: PairedDataset) -> None:
+    """A finished cell is reused only for the same fused images (cache keys: method, weights, dataset files)."""
+    from segmenters.train import load_checkpoint_file
+
+    meta = json.loads((folder / "scores.json").read_text())
+    model = folder / "train" / "model.pt"
+    trained_on = load_checkpoint_file(model).get("train_key") if model.is_file() else None
+    if meta.get("fused_test_key") != fused_test.key or meta.get("n_test") != len(test_ds) \
+            or trained_on not in (None, fused_train.key):
+        raise DataError(f"{folder} was computed from other images than this command gives ({fused_test.method}: "
+                        "other weights, --fused folder or dataset files); results are never mixed: choose another "
+                        "--out")
+
+
 def segmentation_cell(out: Path, method: str, seed: int, protocol, fused_train: FusedSet, train_ds: PairedDataset,
                       fused_test: FusedSet, test_ds: PairedDataset, device: torch.device,
                       save_predictions: str = "none") -> list[Row]:
@@ -220,6 +234,7 @@ def segmentation_cell(out: Path, method: str, seed: int, protocol, fused_train: 
     pid = protocol_id(p)
     folder = cell_dir(out, method, pid, seed)
     if (folder / "rows.csv").is_file():
+        _check_finished(folder, fused_train, fused_test, test_ds)
         log.info("cell %s %s seed %d already finished: %s", method, pid, seed, folder)
         return read_rows(folder / "rows.csv")
     ckpt = deeplab.train(fused_train, train_ds, p, folder / "train", device, progress=distributed.current().is_main)
@@ -368,7 +383,7 @@ def run_segment(args) -> int:
     if not card.seg_classes:
         raise ConfigError(f"dataset card {card.name!r} has no seg_classes: it cannot be used for segmentation")
     protocol = load_protocol(args.protocol, args.overrides)
-    seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
+    seeds = parse_seeds(args.seeds, protocol.seed)
     listed = [m.strip() for m in (args.methods or "").split(",") if m.strip()]
     if len(set(listed)) != len(listed):
         raise ConfigError(f"--methods lists a method twice: {args.methods}")
@@ -545,7 +560,7 @@ def register(sub) -> None:
     p.add_argument("--data", required=True, help="dataset card (built-in name or YAML path)")
     p.add_argument("--root", help="dataset root (overrides the card's)")
     p.add_argument("--protocol", default="quick", help="preset (quick, paper) or YAML file (default: quick)")
-    p.add_argument("--seeds", default="0", help="comma-separated seeds, one training per seed (default: 0)")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds, one training per seed (default: the protocol's seed, 0)")
     p.add_argument("--weights", action="append", metavar="METHOD=PATH", help="weights of a learned method")
     p.add_argument("--fused", action="append", metavar="NAME=DIR",
                    help="fused images made elsewhere: DIR/<split>/<id>.png (or DIR/<id>.png for the test split)")

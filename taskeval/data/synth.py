@@ -25,6 +25,9 @@ plus ``<out>/card.yaml``, so every reader path of the project is exercised.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -33,6 +36,7 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
+from taskeval.errors import DataError
 from taskeval.imageio import write_png
 
 DET_CLASSES = ("person", "car", "cone", "sign")
@@ -180,28 +184,59 @@ def card_dict(cfg: SynthConfig) -> dict:
     }
 
 
-def generate(out: str | Path, cfg: SynthConfig = SynthConfig(), progress: bool = True) -> Path:
-    """Write the dataset to ``out`` and return the path of its card. Same config -> same bytes."""
-    out = Path(out)
+class SynthExistsError(DataError, FileExistsError):
+    """The output folder holds something else than this synthetic dataset."""
+
+
+def _existing(out: Path, cfg: SynthConfig) -> Path | None:
     existing = out / "synth.json"
     if existing.is_file():
         if json.loads(existing.read_text()) == asdict(cfg):
             return out / "card.yaml"
-        raise FileExistsError(f"{out} holds a synthetic dataset made with other settings; choose another --out")
+        raise SynthExistsError(f"{out} holds a synthetic dataset made with other settings; choose another folder")
     if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} exists and is not empty; choose another --out")
-    for split, n, offset in (("train", cfg.n_train, 0), ("test", cfg.n_test, 1_000_000)):
-        for sub in ("ir", "vi", "labels", "masks"):
-            (out / split / sub).mkdir(parents=True, exist_ok=True)
-        for i in tqdm(range(n), desc=f"synth {split}", disable=not progress, unit="pair"):
-            rng = np.random.default_rng([cfg.seed, offset + i])
-            night = bool(rng.random() < cfg.night_fraction)
-            ir, vis, boxes, mask = make_scene(cfg, rng, night)
-            sid = f"{split}{i:05d}{'N' if night else 'D'}"
-            write_png(out / split / "ir" / f"{sid}.png", np.rint(ir * 255).astype(np.uint8))
-            write_png(out / split / "vi" / f"{sid}.png", np.rint(vis * 255).astype(np.uint8))
-            write_png(out / split / "masks" / f"{sid}.png", mask)
-            (out / split / "labels" / f"{sid}.txt").write_text(_yolo_lines(boxes, cfg.height, cfg.width))
-    (out / "card.yaml").write_text(yaml.safe_dump(card_dict(cfg), sort_keys=False))
-    (out / "synth.json").write_text(json.dumps(asdict(cfg), indent=1))
+        raise SynthExistsError(f"{out} exists and is not empty; choose another folder")
+    return None
+
+
+def generate(out: str | Path, cfg: SynthConfig = SynthConfig(), progress: bool = True) -> Path:
+    """Write the dataset to ``out`` and return the path of its card. Same config -> same bytes.
+
+    The dataset is written into a temporary sibling folder and renamed into place when complete, so an
+    interrupted generation leaves nothing half-written behind and concurrent processes (benchmark shards)
+    end up with one complete copy. An existing ``out`` made with the same settings is reused.
+    """
+    out = Path(out)
+    found = _existing(out, cfg)
+    if found is not None:
+        return found
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for split, n, offset in (("train", cfg.n_train, 0), ("test", cfg.n_test, 1_000_000)):
+            for sub in ("ir", "vi", "labels", "masks"):
+                (tmp / split / sub).mkdir(parents=True, exist_ok=True)
+            for i in tqdm(range(n), desc=f"synth {split}", disable=not progress, unit="pair"):
+                rng = np.random.default_rng([cfg.seed, offset + i])
+                night = bool(rng.random() < cfg.night_fraction)
+                ir, vis, boxes, mask = make_scene(cfg, rng, night)
+                sid = f"{split}{i:05d}{'N' if night else 'D'}"
+                write_png(tmp / split / "ir" / f"{sid}.png", np.rint(ir * 255).astype(np.uint8))
+                write_png(tmp / split / "vi" / f"{sid}.png", np.rint(vis * 255).astype(np.uint8))
+                write_png(tmp / split / "masks" / f"{sid}.png", mask)
+                (tmp / split / "labels" / f"{sid}.txt").write_text(_yolo_lines(boxes, cfg.height, cfg.width))
+        (tmp / "card.yaml").write_text(yaml.safe_dump(card_dict(cfg), sort_keys=False))
+        (tmp / "synth.json").write_text(json.dumps(asdict(cfg), indent=1))
+        tmp.chmod(0o755)
+        if out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        try:
+            os.rename(tmp, out)
+        except OSError:  # another process finished first: use its copy if it is the same dataset
+            found = _existing(out, cfg)
+            if found is None:
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
     return out / "card.yaml"

@@ -201,9 +201,13 @@ def load_ground_truth(path: str | Path, images: str | Path | None = None,
     if orphans:
         raise DataError(f"{path}: {len(orphans)} label file(s) without an image in {images}: "
                         f"{', '.join(orphans[:20])}")
+    unlabelled = sorted(set(found) - set(labels))
+    if unlabelled:  # a lost label file would count its objects as false positives: never assume "no objects"
+        raise DataError(f"{path}: {len(unlabelled)} image(s) of {images} have no label file (an image without "
+                        f"objects needs an empty .txt): {', '.join(unlabelled[:20])}"
+                        f"{' ...' if len(unlabelled) > 20 else ''}")
     sizes = {sid: image_size(found[sid]) for sid in sorted(found)}
-    boxes = {sid: (read_yolo_txt(labels[sid], len(classes), sizes[sid]) if sid in labels
-                   else np.zeros((0, 5), np.float32)) for sid in sizes}
+    boxes = {sid: read_yolo_txt(labels[sid], len(classes), sizes[sid]) for sid in sizes}
     return coco_ground_truth(boxes, sizes, tuple(classes), {sid: found[sid].name for sid in sizes})
 
 
