@@ -173,6 +173,11 @@ def test_size_mismatch_policy(tmp_path):
         ds[0]
     ds = PairedDataset(_card("folders", tmp_path), "all", size_policy="resize-ir")
     assert ds[0].ir.shape == (1, H, W)
+    # the card's setting reaches every command that opens the dataset
+    ds = PairedDataset(_card("folders", tmp_path, size_policy="resize-ir"), "all")
+    assert ds[0].ir.shape == (1, H, W)
+    with pytest.raises(ConfigError, match="size_policy must be one of"):
+        _card("folders", tmp_path, size_policy="stretch")
 
 
 def test_box_policy_clip_vs_error(tmp_path):
@@ -184,6 +189,9 @@ def test_box_policy_clip_vs_error(tmp_path):
     np.testing.assert_allclose(PairedDataset(card, "all").boxes(0)[0, 3], W)
     with pytest.raises(DataError, match="extends outside"):
         PairedDataset(card, "all", box_policy="error").boxes(0)
+    strict = _card("folders", tmp_path, det_classes=["x"], options={"det_labels": "labels"}, box_policy="error")
+    with pytest.raises(DataError, match="extends outside"):
+        PairedDataset(strict, "all").boxes(0)
     (tmp_path / "labels" / "a.txt").write_text("3 0.5 0.5 0.2 0.2\n")
     with pytest.raises(DataError, match="class id 3 not in 0..0"):
         PairedDataset(card, "all").boxes(0)

@@ -80,8 +80,9 @@ def _common(p) -> None:
     p.add_argument("--root", help="dataset root (overrides the card's)")
     p.add_argument("--split", default="test", help="split to use (default test)")
     p.add_argument("--device", default="auto", help="auto (the GPU where there is one, else cpu), cpu, cuda, cuda:N or N (default auto)")
-    p.add_argument("--size-policy", default="error", choices=("error", "resize-ir"),
-                   help="IR/visible size mismatch: error (default) or resize IR to the visible size (logged)")
+    p.add_argument("--size-policy", default=None, choices=("error", "resize-ir"),
+                   help="IR/visible size mismatch: error or resize IR to the visible size (logged); default: the "
+                        "card's size_policy (error)")
 
 
 def register(sub) -> None:

@@ -22,7 +22,10 @@ FORMATS = ("msrs", "mfnet", "m3fd", "llvip", "folders")
 CARD_KEYS = {
     "name", "format", "description", "root", "tasks", "det_classes", "seg_classes", "palette",
     "ignore_index", "split_files", "expected_counts", "options", "source", "licence", "notes",
+    "size_policy", "box_policy",
 }
+SIZE_POLICIES = ("error", "resize-ir")
+BOX_POLICIES = ("clip", "error")
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -58,6 +61,9 @@ class DatasetCard:
             the card's folder; ``@root/...`` is relative to the dataset root.
         expected_counts: split name -> number of pairs the full public dataset has.
         options: reader-specific settings (folder names, label layout...).
+        size_policy: IR and visible of different sizes: "error" (default) or "resize-ir" (IR resized to the
+            visible size, logged). Every command that reads the dataset honours it.
+        box_policy: boxes past the image border: "clip" (default, logged) or "error".
     """
 
     name: str
@@ -75,6 +81,8 @@ class DatasetCard:
     source: str = ""
     licence: str = ""
     notes: str = ""
+    size_policy: str = "error"
+    box_policy: str = "clip"
     card_dir: Path | None = None
 
     def with_root(self, root: str | Path | None) -> "DatasetCard":
@@ -124,6 +132,9 @@ def parse_card(raw: dict, card_dir: Path | None, origin: str) -> DatasetCard:
     palette = tuple(tuple(int(c) for c in rgb) for rgb in (raw.get("palette") or ()))
     if seg and palette and len(palette) != len(seg):
         raise ConfigError(f"{origin}: palette has {len(palette)} colours for {len(seg)} classes")
+    for key, allowed in (("size_policy", SIZE_POLICIES), ("box_policy", BOX_POLICIES)):
+        if key in raw and raw[key] not in allowed:
+            raise ConfigError(f"{origin}: {key} must be one of {list(allowed)}, got {raw[key]!r}")
     root = raw.get("root")
     if root is not None:
         root = expand_env(str(root)).strip()
@@ -137,7 +148,8 @@ def parse_card(raw: dict, card_dir: Path | None, origin: str) -> DatasetCard:
         seg_classes=seg, palette=palette, ignore_index=int(raw.get("ignore_index", 255)),
         split_files=dict(raw.get("split_files") or {}), expected_counts=dict(raw.get("expected_counts") or {}),
         options=dict(raw.get("options") or {}), source=raw.get("source", ""), licence=raw.get("licence", ""),
-        notes=raw.get("notes", ""), card_dir=card_dir,
+        notes=raw.get("notes", ""), size_policy=raw.get("size_policy", "error"),
+        box_policy=raw.get("box_policy", "clip"), card_dir=card_dir,
     )
 
 

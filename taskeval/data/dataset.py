@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import torch
 
-from taskeval.data.card import DatasetCard, load_card
+from taskeval.data.card import SIZE_POLICIES, DatasetCard, load_card
 from taskeval.data.labels import read_mask, read_voc_xml, read_yolo_txt
 from taskeval.data.problems import Problems
 from taskeval.data.readers import get_reader
@@ -26,7 +26,6 @@ from taskeval.imageio import image_size, read_gray, read_raw, read_rgb, to_float
 
 log = logging.getLogger(__name__)
 
-SIZE_POLICIES = ("error", "resize-ir")
 
 
 @dataclass
@@ -45,16 +44,20 @@ class PairedDataset(torch.utils.data.Dataset):
         card: the dataset card (with ``root`` set).
         split: split name ("train", "test", ...).
         size_policy: "error" (IR and visible must have the same size) or "resize-ir" (the IR image is
-            resized to the visible size with bilinear interpolation; logged once per dataset).
+            resized to the visible size with bilinear interpolation; logged once per dataset). Default: the
+            card's ``size_policy`` ("error").
         box_policy: "clip" (boxes past the image border are clipped, with a logged warning) or "error".
+            Default: the card's ``box_policy`` ("clip").
 
     Raises:
         DataError: on the first problem found while listing the split (missing partner, label
             without image, ...). ``taskeval data check`` lists all problems instead.
     """
 
-    def __init__(self, card: DatasetCard, split: str, size_policy: str = "error", box_policy: str = "clip",
+    def __init__(self, card: DatasetCard, split: str, size_policy: str | None = None, box_policy: str | None = None,
                  records: list[PairRecord] | None = None):
+        size_policy = size_policy or card.size_policy
+        box_policy = box_policy or card.box_policy
         if size_policy not in SIZE_POLICIES:
             raise ValueError(f"size_policy must be one of {SIZE_POLICIES}, got {size_policy!r}")
         self.card = card
@@ -104,7 +107,7 @@ class PairedDataset(torch.utils.data.Dataset):
         if ir.shape != vis.shape[:2]:
             if self.size_policy == "error":
                 raise DataError(f"{rec.ir}: IR is {ir.shape[1]}x{ir.shape[0]} but visible {rec.vis.name} is "
-                                f"{vis.shape[1]}x{vis.shape[0]} (use size_policy='resize-ir' to resize IR)")
+                                f"{vis.shape[1]}x{vis.shape[0]} (set size_policy: resize-ir in the dataset card to resize IR)")
             if not self._resize_logged:
                 log.warning("%s: resizing IR images to the visible size (size_policy=resize-ir), first: %s",
                             self.card.name, rec.id)
