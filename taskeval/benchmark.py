@@ -160,8 +160,7 @@ class Benchmark:
         self._fused: dict[tuple[str, str], FusedSet] = {}
         self._notes: dict[str, str] = {}
         self._inputs: dict[str, dict] = {}
-        self._split_digest = hashlib.sha256(json.dumps([self.card.name, self.train_ds.ids, self.test_ds.ids])
-                                            .encode()).hexdigest()[:16]
+        self._split_digest = _splits_fingerprint(self.card.name, (self.train_ds, self.test_ds))
         self.det_protocol = self.seg_protocol = None
         if "detection" in cfg.tasks:
             from detectors.protocol import load_protocol as load_det
@@ -262,7 +261,8 @@ class Benchmark:
 
     def inputs(self, entry: MethodEntry) -> dict:
         """What a cell's numbers depend on besides its key (method name, task, dataset name, protocol id,
-        seed): the method's weights (file hash) or folder, and the ids of both splits. Checked on resume."""
+        seed): the method's weights (file hash) or folder (its files), and the dataset (ids, image sizes,
+        labels). Checked on resume."""
         if entry.name not in self._inputs:
             from fusion_models.weights import file_hash
 
@@ -273,7 +273,10 @@ class Benchmark:
                 weights = "sha256:" + file_hash(w, 64)
             else:
                 weights = w
-            self._inputs[entry.name] = {"weights": weights, "folder": entry.folder, "split_ids": self._split_digest}
+            folder = None
+            if entry.folder is not None:  # the files' sizes and times, as the fused set's key holds them
+                folder = {"path": entry.folder, "test": self.fused(entry, self.cfg.data.test_split).key}
+            self._inputs[entry.name] = {"weights": weights, "folder": folder, "dataset": self._split_digest}
         return self._inputs[entry.name]
 
     def quality_metric_names(self) -> list[str]:
@@ -386,6 +389,19 @@ def seg_rows(scores, cell: Cell, note: str) -> list[Row]:
     out += [row("IoU", n, v) for n, v in zip(scores.class_names, scores.iou)]
     out += [row("Acc", n, v) for n, v in zip(scores.class_names, scores.acc)]
     return out
+
+
+def _splits_fingerprint(name: str, splits) -> str:
+    """What the dataset's numbers depend on: ids, image file sizes and label file contents (not paths or
+    modification times, so a copied dataset still resumes; corrected labels do not)."""
+    h = hashlib.sha256(name.encode())
+    for ds in splits:
+        for r in ds.records:
+            h.update(f"|{ds.split}|{r.id}|{r.ir.stat().st_size}|{r.vis.stat().st_size}".encode())
+            for label in (r.det, r.seg):
+                if label is not None:
+                    h.update(hashlib.sha256(label.read_bytes()).digest())
+    return h.hexdigest()[:16]
 
 
 def _seg_id(p) -> str:

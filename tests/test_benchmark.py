@@ -168,3 +168,17 @@ def test_quality_cells_gain_metrics_without_touching_others(tmp_path, synth_root
     spy = _Count(monkeypatch)
     _run(path, out, ["quality_metrics=EN"]).execute()         # a subset: nothing to do
     assert spy.cells == []
+
+
+def test_corrected_labels_are_not_mixed_with_old_cells(tmp_path, synth_root, monkeypatch):
+    root = tmp_path / "synth"
+    shutil.copytree(synth_root, root)
+    path = _config(tmp_path, root, ["ir"], ["quality"], [0], name="labels")
+    out = tmp_path / "run"
+    _run(path, out).execute()
+    label = sorted((root / "test" / "labels").glob("*.txt"))[0]
+    label.write_text(label.read_text() + "0 0.5 0.5 0.1 0.1\n")   # a corrected annotation
+    spy = _Count(monkeypatch)
+    with pytest.raises(TaskevalError, match="other inputs"):
+        _run(path, out).execute()
+    assert spy.cells == []
