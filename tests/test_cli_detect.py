@@ -197,3 +197,32 @@ def test_resume_refuses_other_images_and_bad_fixed_options(tiny_card, tmp_path, 
     assert main(["detect", "--data", str(tiny_card), "--methods", "vis", "--out", str(tmp_path / "x"),
                  "--fixed", "ir", "--fixed-checkpoint", str(tmp_path / "none.pt"), *TINY]) == 2
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("backend", ["pycocotools", "auto"])
+def test_msrs_sample_scoring_matches_independent_pycocotools(shared, tmp_path, backend):
+    """The real MSRS sample's labels (3 classes, 30 test pairs) against noisy detections (jittered boxes,
+    missed objects, false positives, random scores): the harness's numbers equal plain pycocotools."""
+    from taskeval.data import PairedDataset, load_card
+    from taskeval.metrics.detection import dataset_ground_truth, score_predictions, write_json
+
+    ds = PairedDataset(load_card("msrs_sample", shared / "data" / "msrs_det"), "test")
+    gt = dataset_ground_truth(ds)
+    n_lines = sum(len([ln for ln in r.det.read_text().splitlines() if ln.strip()]) for r in ds.records)
+    assert len(gt["images"]) == len(ds) == 30 and len(gt["annotations"]) == n_lines > 0
+    rng = np.random.default_rng(7)
+    preds = {}
+    for i, sid in enumerate(ds.ids):
+        b = ds.boxes(i)                                   # (N, 5) cls x1 y1 x2 y2
+        keep = b[rng.random(len(b)) > 0.2]
+        xyxy = keep[:, 1:5] + rng.normal(0, 4, (len(keep), 4))
+        fp = rng.uniform(0, 400, (2, 2))
+        xyxy = np.r_[xyxy, np.c_[fp, fp + 40]]
+        cls = np.r_[keep[:, 0], rng.integers(0, 3, 2)]
+        preds[sid] = np.c_[xyxy, rng.random(len(cls)), cls]
+    scores, dets = score_predictions(preds, gt, backend)
+    write_json(tmp_path / "gt.json", gt)
+    write_json(tmp_path / "dt.json", dets)
+    ref50, ref = _pycocotools_map(tmp_path / "gt.json", tmp_path / "dt.json")
+    assert 0.2 < ref50 < 0.99                              # a non-trivial comparison
+    assert abs(scores.map50 - ref50) < 1e-9 and abs(scores.map50_95 - ref) < 1e-9
