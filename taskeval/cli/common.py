@@ -42,3 +42,14 @@ def parse_seeds(text: str | None, default: int) -> list[int]:
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds lists a seed twice: {text!r}")
     return seeds
+
+
+def parse_pairs(items: list[str] | None, flag: str) -> dict[str, str]:
+    """Repeated ``--flag NAME=VALUE`` -> {NAME: VALUE}; ConfigError for an item without ``=``."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"{flag} expects NAME=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from taskeval.cli.common import add_overrides, parse_seeds, print_json
+from taskeval.cli.common import add_overrides, parse_pairs, parse_seeds, print_json
 from taskeval.console import print_table
 from taskeval.errors import ConfigError, DataError
 from taskeval.results import OVERALL, Row, write_rows
@@ -32,16 +32,6 @@ SUMMARY_METRICS = ("mAP50", "mAP50_95", "precision", "recall")
 
 def _split_list(text: str | None) -> list[str]:
     return [t.strip() for t in (text or "").split(",") if t.strip()]
-
-
-def _pairs(items: list[str] | None, flag: str) -> dict[str, str]:
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ConfigError(f"{flag} expects NAME=PATH, got {item!r}")
-        k, v = item.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
 
 
 def method_list(methods: str | None, no_refs: bool = False, extra: list[str] | None = None) -> list[str]:
@@ -311,8 +301,8 @@ def run_detect(args) -> int:
 
     protocol = load_protocol(args.protocol, [o[4:] if o.startswith("det.") else o for o in args.overrides])
     seeds = parse_seeds(args.seeds, protocol.seed)
-    fused_folders = _pairs(args.fused, "--fused")
-    weights = _pairs(args.weights, "--weights")
+    fused_folders = parse_pairs(args.fused, "--fused")
+    weights = parse_pairs(args.weights, "--weights")
     methods = method_list(args.methods, args.no_refs, list(fused_folders))
     for m in methods + ([args.fixed] if args.fixed else []):
         if m not in fused_folders:

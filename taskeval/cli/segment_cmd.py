@@ -41,7 +41,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from taskeval.cli.common import add_overrides, parse_seeds, print_json
+from taskeval.cli.common import add_overrides, parse_pairs, parse_seeds, print_json
 from taskeval.console import print_table
 from taskeval.data.card import DatasetCard, load_card
 from taskeval.data.dataset import PairedDataset
@@ -130,16 +130,6 @@ def scores_to_rows(scores: SegScores, method: str, dataset: str, protocol: str, 
     rows += [Row(method, TASK, dataset, protocol, seed, "IoU", n, v) for n, v in zip(names, scores.iou)]
     rows += [Row(method, TASK, dataset, protocol, seed, "Acc", n, v) for n, v in zip(names, scores.acc)]
     return rows
-
-
-def _split_pairs(items: list[str] | None, what: str) -> dict[str, str]:
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ConfigError(f"{what} {item!r} must be NAME=VALUE")
-        k, v = item.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
 
 
 def fused_sets(methods: list[str], ds: PairedDataset, cache: Path, weights: dict[str, str],
@@ -391,8 +381,8 @@ def run_segment(args) -> int:
     if not methods or not seeds:
         raise ConfigError("--methods (or the ir/vis reference rows) and --seeds must name at least one method "
                           "and one seed")
-    weights = _split_pairs(args.weights, "--weights")
-    precomputed = _split_pairs(args.fused, "--fused")
+    weights = parse_pairs(args.weights, "--weights")
+    precomputed = parse_pairs(args.fused, "--fused")
     from fusion_models import get_fusion_spec
 
     for m in methods:
