@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
+from taskeval.devices import resolve_device
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -35,16 +37,6 @@ class DistInfo:
     @property
     def enabled(self) -> bool:
         return self.world > 1
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None``/``"auto"`` -> ``cuda`` when available, else ``cpu``; ``0`` -> ``cuda:0``; a list ``0,1`` -> its
-    first device (several GPUs: launch with ``torchrun``). Unknown names: ConfigError."""
-    from taskeval.devices import pick_device, tensor_device
-
-    if isinstance(device, torch.device):
-        return device
-    return tensor_device(pick_device(device))
 
 
 def init_distributed(device: str | torch.device | None = "auto") -> DistInfo:

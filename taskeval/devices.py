@@ -39,3 +39,10 @@ def tensor_device(device: str) -> torch.device:
     """The torch device for tensors: the first of a list (``0,1`` -> ``cuda:0``)."""
     first = str(device).split(",")[0].strip()
     return torch.device(f"cuda:{first}" if first.isdigit() else first)
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """:func:`pick_device`, then :func:`tensor_device`: the one torch device a command computes on."""
+    if isinstance(device, torch.device):
+        return device
+    return tensor_device(pick_device(device))

@@ -14,7 +14,7 @@ from detectors.protocol import load_protocol as load_det
 from segmenters.protocol import PRESETS as SEG_PRESETS
 from segmenters.protocol import load_protocol as load_seg
 from taskeval.console import print_table
-from taskeval.devices import pick_device, tensor_device
+from taskeval.devices import pick_device, resolve_device, tensor_device
 from taskeval.errors import ConfigError
 
 
@@ -34,6 +34,8 @@ def test_pick_device(monkeypatch):
     assert pick_device("0, 1") == "0,1"                       # ultralytics DDP list, kept for detection
     assert tensor_device("0,1") == torch.device("cuda:0")     # tensors go to the first device
     assert tensor_device("cpu") == torch.device("cpu")
+    assert resolve_device("0,1") == torch.device("cuda:0") and resolve_device("auto") == torch.device("cuda:0")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
 
 
 def test_print_table_never_cuts_numbers():

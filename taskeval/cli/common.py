@@ -9,6 +9,8 @@ import sys
 
 from taskeval.errors import ConfigError
 
+DEVICE_HELP = "auto (the GPU where there is one, else cpu), cpu, cuda, cuda:N or N (default auto)"
+
 
 def add_overrides(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="configuration overrides")

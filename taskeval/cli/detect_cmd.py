@@ -287,9 +287,6 @@ def print_detection_table(rows: list[Row], methods: list[str], classes: tuple[st
 
 # ----------------------------------------------------------------------------------------------- commands
 def run_detect(args) -> int:
-    from taskeval.devices import pick_device
-
-    args.device = pick_device(args.device)
     import torch
 
     from detectors.protocol import load_protocol
@@ -297,8 +294,10 @@ def run_detect(args) -> int:
     from fusion_models import get_fusion_spec
     from taskeval.config import to_dict
     from taskeval.data import PairedDataset, load_card
+    from taskeval.devices import pick_device
     from taskeval.rundir import RunDir
 
+    args.device = pick_device(args.device)  # a list 0,1 stays a list: ultralytics' DDP
     protocol = load_protocol(args.protocol, [o[4:] if o.startswith("det.") else o for o in args.overrides])
     seeds = parse_seeds(args.seeds, protocol.seed)
     fused_folders = parse_pairs(args.fused, "--fused")

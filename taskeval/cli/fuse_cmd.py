@@ -6,10 +6,11 @@ import os
 import shutil
 from pathlib import Path
 
-from taskeval.cli.common import add_overrides
+from taskeval.cli.common import DEVICE_HELP, add_overrides
 from taskeval.config import load_config, to_dict
 from taskeval.data.card import load_card, parse_card
 from taskeval.data.dataset import PairedDataset
+from taskeval.devices import resolve_device
 from taskeval.errors import ConfigError
 from taskeval.rundir import RunDir
 
@@ -31,9 +32,7 @@ def _dataset(args) -> PairedDataset:
 
 
 def run_fuse(args) -> int:
-    from taskeval.devices import pick_device, tensor_device
-
-    args.device = str(tensor_device(pick_device(args.device)))
+    args.device = str(resolve_device(args.device))
     from taskeval.fusedset import fuse_split
 
     ds = _dataset(args)
@@ -55,9 +54,7 @@ def run_fuse(args) -> int:
 
 
 def run_train(args) -> int:
-    from taskeval.devices import pick_device, tensor_device
-
-    args.device = str(tensor_device(pick_device(args.device)))
+    args.device = str(resolve_device(args.device))
     from taskeval.fusion_train import FusionTrainConfig, train_fusion
 
     cfg = load_config(FusionTrainConfig, args.config, args.overrides)
@@ -79,7 +76,7 @@ def _common(p) -> None:
     p.add_argument("--data", help="dataset card (built-in name or YAML)")
     p.add_argument("--root", help="dataset root (overrides the card's)")
     p.add_argument("--split", default="test", help="split to use (default test)")
-    p.add_argument("--device", default="auto", help="auto (the GPU where there is one, else cpu), cpu, cuda, cuda:N or N (default auto)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--size-policy", default=None, choices=("error", "resize-ir"),
                    help="IR/visible size mismatch: error or resize IR to the visible size (logged); default: the "
                         "card's size_policy (error)")

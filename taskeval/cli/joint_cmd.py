@@ -8,10 +8,11 @@ from pathlib import Path
 
 from rich.table import Table
 
-from taskeval.cli.common import add_overrides, parse_seeds
+from taskeval.cli.common import DEVICE_HELP, add_overrides, parse_seeds
 from taskeval.config import load_config, to_dict
 from taskeval.console import print_table
 from taskeval.data import PairedDataset, load_card
+from taskeval.devices import resolve_device
 from taskeval.rundir import RunDir
 
 TASK_NAMES = {"det": "detection", "seg": "segmentation"}
@@ -19,9 +20,7 @@ HEADLINE = {"det": "mAP50", "seg": "mIoU"}
 
 
 def run(args) -> int:
-    from taskeval.devices import pick_device, tensor_device
-
-    args.device = str(tensor_device(pick_device(args.device)))
+    args.device = str(resolve_device(args.device))
     from taskeval.benchmark import Benchmark, BenchmarkConfig, DataEntry, MethodEntry
     from taskeval.fusion_train import train_fusion
     from taskeval.joint import JointConfig, JointTrainer, fusion_only_config, joint_name
@@ -99,7 +98,7 @@ def register(sub) -> None:
     p.add_argument("--weights", help="initial fusion weights (default: random initialisation)")
     p.add_argument("--seeds", default="0", help="comma-separated seeds (joint training, baseline and task network)")
     p.add_argument("--protocol", default="quick", help="task protocol for the evaluation (quick, paper, YAML)")
-    p.add_argument("--device", default="auto", help="auto (the GPU where there is one, else cpu), cpu, cuda, cuda:N or N (default auto)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--out", help="run directory")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--no-baseline", action="store_true", help="skip the fusion-loss-only comparison")

@@ -6,8 +6,9 @@ from pathlib import Path
 
 from rich.table import Table
 
-from taskeval.cli.common import print_json
+from taskeval.cli.common import DEVICE_HELP, print_json
 from taskeval.console import print_table
+from taskeval.devices import resolve_device
 from taskeval.errors import ConfigError
 
 
@@ -29,9 +30,7 @@ def _table(title: str, rows: dict[str, dict[str, tuple[float, float]]], metrics:
 
 
 def run(args) -> int:
-    from taskeval.devices import pick_device, tensor_device
-
-    args.device = str(tensor_device(pick_device(args.device)))
+    args.device = str(resolve_device(args.device))
     from taskeval.data import PairedDataset, load_card
     from taskeval.data.card import parse_card
     from taskeval.fusedset import fuse_split, precomputed_set
@@ -97,6 +96,6 @@ def register(sub) -> None:
     p.add_argument("--vis", help="folder of visible images (with --fused)")
     p.add_argument("--metrics", help="comma-separated subset (default: all)")
     p.add_argument("--cache", help="fusion cache folder")
-    p.add_argument("--device", default="auto", help="auto (the GPU where there is one, else cpu), cpu, cuda, cuda:N or N (default auto)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)

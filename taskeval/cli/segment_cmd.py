@@ -41,7 +41,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from taskeval.cli.common import add_overrides, parse_pairs, parse_seeds, print_json
+from taskeval.cli.common import DEVICE_HELP, add_overrides, parse_pairs, parse_seeds, print_json
 from taskeval.console import print_table
 from taskeval.data.card import DatasetCard, load_card
 from taskeval.data.dataset import PairedDataset
@@ -562,7 +562,7 @@ def register(sub) -> None:
     p.add_argument("--out", help="run directory (default runs/segment/<time>)")
     p.add_argument("--resume", action="store_true", help="continue an existing run directory")
     p.add_argument("--cache", help="fusion cache folder (default <out>/fused)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default auto)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--train-split", default="train")
     p.add_argument("--test-split", default="test")
     p.add_argument("--save-predictions", choices=("none", "ids", "palette"), default="none",

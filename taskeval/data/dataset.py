@@ -27,7 +27,6 @@ from taskeval.imageio import image_size, read_gray, read_raw, read_rgb, to_float
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class Sample:
     id: str
