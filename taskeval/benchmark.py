@@ -264,15 +264,11 @@ class Benchmark:
         seed): the method's weights (file hash) or folder (its files), and the dataset (ids, image sizes,
         labels). Checked on resume."""
         if entry.name not in self._inputs:
-            from fusion_models.weights import file_hash
-
-            w = entry.weights
-            if w == "train":
+            digest = weight_file_hash(entry)
+            if entry.weights == "train":
                 weights = {"trained here": to_dict(self.cfg.fusion_train)}
-            elif w and w != "official" and Path(w).is_file():
-                weights = "sha256:" + file_hash(w, 64)
             else:
-                weights = w
+                weights = "sha256:" + digest if digest else entry.weights
             folder = None
             if entry.folder is not None:  # the files' sizes and times, as the fused set's key holds them
                 folder = {"path": entry.folder, "test": self.fused(entry, self.cfg.data.test_split).key}
@@ -287,25 +283,16 @@ class Benchmark:
     def needs(self, cell: Cell) -> bool:
         """Not finished yet; a finished quality cell also counts as unfinished when the config asks for
         metrics it lacks (they are computed from the same fused images; its rows are replaced whole)."""
-        if not self.store.is_done(cell):
+        meta = self.store.meta(cell)
+        if meta is None:
             return True
-        if cell.task != "quality":
-            return False
-        meta = json.loads((self.store.cells_dir / cell.id / "cell.json").read_text())
-        return not set(self.quality_metric_names()) <= set(meta.get("metrics", ()))
+        return cell.task == "quality" and not set(self.quality_metric_names()) <= set(meta.get("metrics", ()))
 
     def check_resumable(self, cells: list[Cell]) -> None:
         """Refuse to mix: finished cells whose recorded inputs differ from this config's (other weights, another
         folder, other images under the same dataset name) would be reused silently."""
         entries = {m.name: m for m in self.cfg.methods}
-        stale = []
-        for cell in cells:
-            path = self.store.cells_dir / cell.id / "cell.json"
-            if not path.is_file():
-                continue
-            recorded = json.loads(path.read_text()).get("inputs")
-            if recorded is not None and recorded != json.loads(json.dumps(self.inputs(entries[cell.method]))):
-                stale.append(cell)
+        stale = self.store.stale(cells, lambda cell: self.inputs(entries[cell.method]))
         if stale:
             methods = sorted({c.method for c in stale})
             raise TaskevalError(f"{len(stale)} finished cell(s) in {self.run.path} were computed from other inputs "
@@ -416,11 +403,16 @@ def _yaml_value(v) -> str:
     return str(v)
 
 
-def weight_hashes(cfg: BenchmarkConfig) -> dict[str, str]:
+def weight_file_hash(entry: MethodEntry) -> str | None:
+    """sha256 of a method's weight file; None for no weights, ``train``, ``official`` or a missing path."""
+    w = entry.weights
+    if not w or w in ("train", "official") or not Path(w).is_file():
+        return None
     from fusion_models.weights import file_hash
 
-    out = {}
-    for m in cfg.methods:
-        if m.weights and m.weights not in ("train", "official") and Path(m.weights).is_file():
-            out[m.name] = file_hash(m.weights, 64)
-    return out
+    return file_hash(w, 64)
+
+
+def weight_hashes(cfg: BenchmarkConfig) -> dict[str, str]:
+    """method -> sha256 of its weight file, for the run's provenance."""
+    return {m.name: h for m in cfg.methods if (h := weight_file_hash(m))}

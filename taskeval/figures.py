@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
-import yaml
 from matplotlib import colormaps, rc_context
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -49,7 +48,7 @@ from taskeval.data import PairedDataset, load_card
 from taskeval.errors import ConfigError, DataError
 from taskeval.imageio import read_raw, read_rgb
 from taskeval.results import OVERALL, Row
-from taskeval.rundir import atomic_write_bytes, latest_config_path
+from taskeval.rundir import atomic_write_bytes, latest_config
 from taskeval.stats import REFERENCE_METHODS, SeedStat, summarize_values
 from taskeval.store import ResultsStore
 
@@ -105,9 +104,7 @@ class RunData:
         cells = [c for c in store.done_cells() if c.get("status", "done") == "done"]
         rows = store.rows()
         configured: list[str] = []
-        conf = latest_config_path(path)
-        cfg = yaml.safe_load(conf.read_text()) if conf.is_file() else None
-        for m in (cfg.get("methods") or ()) if isinstance(cfg, dict) else ():
+        for m in latest_config(path).get("methods") or ():
             configured.append(str(m["name"]) if isinstance(m, dict) else str(m))
         seen = {c["method"] for c in cells} | {r.method for r in rows}
         rest = sorted(seen - set(configured), key=lambda m: (m not in REFERENCE_METHODS, m))

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from taskeval.console import print_table
 from taskeval.errors import DataError
-from taskeval.rundir import RunDir, atomic_write_json, atomic_write_text, latest_config_path
+from taskeval.rundir import RunDir, atomic_write_json, atomic_write_text, latest_config
 from taskeval.store import ResultsStore
 
 log = logging.getLogger(__name__)
@@ -96,16 +96,10 @@ def finalize(run_dir: str | Path, progress: bool = True, figure_options: dict | 
 
 def config_figure_options(run_dir: str | Path) -> dict:
     """The ``figures`` section of the run's ``config.yaml`` as keyword arguments of ``render_all``."""
-    import yaml
-
-    run_dir = Path(run_dir)
-    conf = latest_config_path(run_dir)
-    cfg = yaml.safe_load(conf.read_text()) if conf.is_file() else {}
-    fig = (cfg or {}).get("figures") or {}
     from taskeval.benchmark import FiguresEntry
     from taskeval.config import build
 
-    f = build(FiguresEntry, fig)
+    f = build(FiguresEntry, latest_config(run_dir).get("figures") or {})
     return {"scenes": f.scenes, "n_scenes": f.n_scenes, "score_threshold": f.score_threshold,
             "insets": {str(k): [float(v) for v in region] for k, region in f.insets.items()} or None,
             "draw_gt": f.draw_gt, "normalise": f.radar}

@@ -170,3 +170,10 @@ def latest_config_path(run_dir: str | Path) -> Path:
     resumed = sorted(run_dir.glob("config.resume*.yaml"),
                      key=lambda p: int(re.sub(r"\D", "", p.stem) or 0))
     return resumed[-1] if resumed else run_dir / "config.yaml"
+
+
+def latest_config(run_dir: str | Path) -> dict:
+    """The mapping in :func:`latest_config_path` (empty when the run has none)."""
+    path = latest_config_path(run_dir)
+    loaded = yaml.safe_load(path.read_text()) if path.is_file() else None
+    return loaded if isinstance(loaded, dict) else {}

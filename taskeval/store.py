@@ -62,6 +62,22 @@ class ResultsStore:
         atomic_write_text(d / "rows.csv", rows_to_csv(rows))
         atomic_write_json(d / "cell.json", {**asdict(cell), "id": cell.id, "status": "done", **(meta or {})})
 
+    def meta(self, cell: Cell) -> dict | None:
+        """The ``cell.json`` record of a finished cell, None while it is not finished."""
+        path = self.cells_dir / cell.id / "cell.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def stale(self, cells: list[Cell], inputs_of) -> list[Cell]:
+        """Finished cells whose recorded ``inputs`` differ from ``inputs_of(cell)`` (what the cell would be
+        computed from now); cells recorded without inputs are not judged."""
+        out = []
+        for cell in cells:
+            meta = self.meta(cell)
+            recorded = meta.get("inputs") if meta else None
+            if recorded is not None and recorded != json.loads(json.dumps(inputs_of(cell))):
+                out.append(cell)
+        return out
+
     def done_cells(self) -> list[dict]:
         if not self.cells_dir.is_dir():
             return []

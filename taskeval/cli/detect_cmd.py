@@ -214,9 +214,7 @@ class DetectRun:
         store, and return the rows of this invocation's cells (finished before or now)."""
         self.check_inputs()
         self.ground_truth()
-        stale = [c for c in self.cells() if self.store.is_done(c)
-                 and json.loads((self.store.cells_dir / c.id / "cell.json").read_text()).get("inputs")
-                 not in (None, self.cell_inputs(c))]
+        stale = self.store.stale(self.cells(), self.cell_inputs)
         if stale:
             raise DataError(f"{len(stale)} finished cell(s) of {self.run.path} were computed from other images than "
                             f"this command gives (methods {sorted({c.method for c in stale})}: other weights, "
