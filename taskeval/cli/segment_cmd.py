@@ -32,7 +32,6 @@ import math
 import re
 import sys
 import time
-from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 
@@ -301,18 +300,13 @@ def _run_fixed(ref: str, ref_train: FusedSet, train_ds, methods, seeds, test_set
 # --------------------------------------------------------------------------------------------- summary
 
 def summarize(rows: list[Row]) -> list[dict]:
-    """Mean and sample standard deviation over seeds per (method, protocol, metric, class)."""
-    groups: dict[tuple, list[float]] = defaultdict(list)
-    for r in rows:
-        groups[(r.method, r.dataset, r.protocol, r.metric, r.cls)].append(r.value)
-    out = []
-    for (method, dataset, protocol, metric, cls), vals in groups.items():
-        arr = np.asarray(vals, np.float64)
-        arr = arr[~np.isnan(arr)]
-        out.append({"method": method, "dataset": dataset, "protocol": protocol, "metric": metric, "cls": cls,
-                    "n": int(arr.size), "mean": float(arr.mean()) if arr.size else math.nan,
-                    "std": float(arr.std(ddof=1)) if arr.size > 1 else math.nan})
-    return out
+    """Mean and sample standard deviation over seeds per (method, protocol, metric, class), NaN values (a class
+    absent from ground truth and prediction) left out: :func:`taskeval.stats.seed_summary` as records."""
+    from taskeval.stats import seed_summary
+
+    return [{"method": method, "dataset": dataset, "protocol": protocol, "metric": metric, "cls": cls,
+             "n": s.n, "mean": s.mean, "std": s.std}
+            for (method, _task, dataset, protocol, metric, cls), s in seed_summary(rows).items()]
 
 
 def _summary_csv(summary: list[dict]) -> str:
