@@ -53,6 +53,12 @@ class FusionSpec:
         weights_file: file name of the official weights, if any exist (looked up in
             ``$TASKEVAL_WEIGHTS_DIR/<Name>/`` when ``weights="official"``).
         default_kwargs: keyword arguments the factory receives unless overridden.
+        official_image: the official test script end to end, for ports:
+            ``fn(model, ir, vis, text=None) -> np.ndarray`` with ``ir`` (N,1,H,W) and ``vis`` (N,3,H,W)
+            RGB float32 in [0,1] (exactly the 8-bit files / 255) returning the uint8 images the official
+            code writes, (N,H,W) grey or (N,H,W,3) RGB: its input preparation, forward pass, clamping,
+            min-max, truncation and colour round trips included. None: the method has no official code
+            to follow (classic fusions, plug-ins) and the harness's float path is used.
     """
 
     name: str
@@ -69,6 +75,7 @@ class FusionSpec:
     weights_file: str | None = None
     description: str = ""
     default_kwargs: dict = field(default_factory=dict, compare=False)
+    official_image: Callable | None = field(default=None, repr=False, compare=False)
 
     @property
     def learned(self) -> bool:
