@@ -198,11 +198,12 @@ def fit(model: nn.Module, train_set: FusedSet, train_ds: PairedDataset, protocol
     ignore_index = train_ds.card.ignore_index
     train_set.require(train_ds.ids)
     identity = {"format": CHECKPOINT_FORMAT, "protocol": to_plain(p), "classes": classes,
-                "ignore_index": ignore_index, "train_key": train_set.key, "train_method": train_set.method,
+                "ignore_index": ignore_index, "train_inputs": train_set.key_parts, "train_method": train_set.method,
                 "dataset": train_ds.card.name}
+    manifests = [train_set.meta["manifests"]] if train_set.meta.get("manifests") else []
     final, last = run_dir / FINAL, run_dir / LAST
     if final.is_file():
-        _check_identity(load_checkpoint_file(final), identity, final)
+        _check_identity(load_checkpoint_file(final), identity, final, manifests)
         return final
     n = len(train_ds)
     if n < p.batch:
@@ -223,7 +224,7 @@ def fit(model: nn.Module, train_set: FusedSet, train_ds: PairedDataset, protocol
     start_epoch, seconds = 0, 0.0
     if last.is_file():
         ck = load_checkpoint_file(last)
-        _check_identity(ck, identity, last)
+        _check_identity(ck, identity, last, manifests)
         model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
         scaler.load_state_dict(ck["scaler"])
@@ -288,23 +289,21 @@ def fit(model: nn.Module, train_set: FusedSet, train_ds: PairedDataset, protocol
 _EXECUTION_ONLY = ("workers", "eval_batch")
 
 
-def _check_identity(ck: dict, identity: dict, path: Path) -> None:
-    def same(key):
-        if key != "protocol":
-            return ck.get(key) == identity[key]
-        a, b = dict(ck.get("protocol") or {}), dict(identity["protocol"])
-        for k in _EXECUTION_ONLY:
-            a.pop(k, None)
-            b.pop(k, None)
-        return a == b
+def _check_identity(ck: dict, identity: dict, path: Path, manifests=()) -> None:
+    """Refuse a checkpoint made from other settings or images, naming every difference (protocol fields,
+    classes, and for the training images the weights, settings or files that changed)."""
+    from taskeval.fingerprint import explain
 
-    diff = [k for k in identity if not same(k)]
-    if diff:
-        detail = "; ".join(f"{k}: checkpoint {ck.get(k)!r} vs now {identity[k]!r}" for k in diff[:4]
-                           if k != "protocol")
-        if "protocol" in diff:
-            fields = [f for f in identity["protocol"] if f not in _EXECUTION_ONLY
-                      and ck.get("protocol", {}).get(f) != identity["protocol"][f]]
-            detail = f"protocol fields {fields}" + (f"; {detail}" if detail else "")
-        raise TrainingError(f"{path} was made with different settings ({detail}); delete it or choose another "
+    def plain(d: dict) -> dict:
+        d = dict(d)
+        d["protocol"] = {k: v for k, v in dict(d.get("protocol") or {}).items() if k not in _EXECUTION_ONLY}
+        return {k: d.get(k) for k in identity}
+
+    old, new = plain(ck), plain(identity)
+    if old != new:
+        if "train_inputs" not in ck:
+            why = "it was written by an older taskeval that recorded its training images differently"
+        else:
+            why = explain(old, new, manifests)
+        raise TrainingError(f"{path} was made with different settings ({why}); delete it or choose another "
                             "run directory")

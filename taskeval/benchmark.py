@@ -8,7 +8,6 @@ store (:mod:`taskeval.store`); tables, statistics, figures and the report read o
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -25,6 +24,7 @@ from taskeval.data.synth import SynthConfig, generate
 from taskeval.devices import pick_device, tensor_device
 from taskeval.errors import ConfigError, TaskevalError
 from taskeval.filelock import file_lock
+from taskeval.fingerprint import dataset_fingerprint, digest
 from taskeval.fusedset import FusedSet, fuse_split, precomputed_set
 from taskeval.fusion_train import TRAINED_NOTE, FusionTrainConfig, train_fusion
 from taskeval.results import OVERALL, Row
@@ -160,7 +160,8 @@ class Benchmark:
         self._fused: dict[tuple[str, str], FusedSet] = {}
         self._notes: dict[str, str] = {}
         self._inputs: dict[str, dict] = {}
-        self._split_digest = _splits_fingerprint(self.card.name, (self.train_ds, self.test_ds))
+        self._split_digest = {ds.split: dataset_fingerprint(ds, labels=True, save_to=self.manifests)
+                              for ds in (self.train_ds, self.test_ds)}
         self.det_protocol = self.seg_protocol = None
         if "detection" in cfg.tasks:
             from detectors.protocol import load_protocol as load_det
@@ -171,6 +172,11 @@ class Benchmark:
 
             self.seg_protocol = load_seg(cfg.seg_protocol, [f"{k}={_yaml_value(v)}" for k, v in cfg.seg.items()])
         self._write_protocols()
+
+    @property
+    def manifests(self) -> Path:
+        """Where the run keeps the dataset manifests its cells' inputs name (to say which files changed)."""
+        return self.run.path / "inputs"
 
     def _write_protocols(self) -> None:
         """``RUN/protocols.json``: every protocol id of this run with all its fields (for the report)."""
@@ -213,7 +219,7 @@ class Benchmark:
         ds = self.train_ds if split == self.cfg.data.train_split else self.test_ds
         if entry.folder is not None:
             folder = entry.folder.format(split=split) if "{split}" in entry.folder else str(Path(entry.folder) / split)
-            fs = precomputed_set(folder, ds, name=entry.name)
+            fs = precomputed_set(folder, ds, name=entry.name, manifests=self.manifests)
             self._notes[entry.name] = "precomputed fused images"
         else:
             weights = entry.weights
@@ -229,8 +235,7 @@ class Benchmark:
 
     def _train_fusion(self, entry: MethodEntry) -> Path:
         # one folder per training configuration: weights trained with other settings are never reused
-        digest = hashlib.sha256(json.dumps(to_dict(self.cfg.fusion_train), sort_keys=True).encode()).hexdigest()[:8]
-        out = self.run.path / "fusion_train" / f"{entry.name}-{digest}"
+        out = self.run.path / "fusion_train" / f"{entry.name}-{digest(to_dict(self.cfg.fusion_train), 8)}"
         final = out / "fusion.pth"
         with file_lock(out.with_suffix(".lock")):  # shards: the first trains, the others wait and reuse
             if final.is_file():
@@ -264,14 +269,14 @@ class Benchmark:
         seed): the method's weights (file hash) or folder (its files), and the dataset (ids, image sizes,
         labels). Checked on resume."""
         if entry.name not in self._inputs:
-            digest = weight_file_hash(entry)
+            file_digest = weight_file_hash(entry)
             if entry.weights == "train":
                 weights = {"trained here": to_dict(self.cfg.fusion_train)}
             else:
-                weights = "sha256:" + digest if digest else entry.weights
+                weights = "sha256:" + file_digest if file_digest else entry.weights
             folder = None
-            if entry.folder is not None:  # the files' sizes and times, as the fused set's key holds them
-                folder = {"path": entry.folder, "test": self.fused(entry, self.cfg.data.test_split).key}
+            if entry.folder is not None:  # the folder's files by content, as the fused set's key holds them
+                folder = {"test": self.fused(entry, self.cfg.data.test_split).key_parts}
             self._inputs[entry.name] = {"weights": weights, "folder": folder, "dataset": self._split_digest}
         return self._inputs[entry.name]
 
@@ -294,11 +299,7 @@ class Benchmark:
         entries = {m.name: m for m in self.cfg.methods}
         stale = self.store.stale(cells, lambda cell: self.inputs(entries[cell.method]))
         if stale:
-            methods = sorted({c.method for c in stale})
-            raise TaskevalError(f"{len(stale)} finished cell(s) in {self.run.path} were computed from other inputs "
-                                f"than this config gives methods {methods} (weights, folder or dataset images "
-                                "changed); results are never mixed or overwritten silently: choose another --out, "
-                                f"or delete those cells (e.g. {self.store.cells_dir / stale[0].id})")
+            raise TaskevalError(self.store.stale_message(stale, [self.manifests]))
 
     def _detection(self, cell, train, test, cell_dir, note) -> list[Row]:
         from detectors import yolo
@@ -376,19 +377,6 @@ def seg_rows(scores, cell: Cell, note: str) -> list[Row]:
     out += [row("IoU", n, v) for n, v in zip(scores.class_names, scores.iou)]
     out += [row("Acc", n, v) for n, v in zip(scores.class_names, scores.acc)]
     return out
-
-
-def _splits_fingerprint(name: str, splits) -> str:
-    """What the dataset's numbers depend on: ids, image file sizes and label file contents (not paths or
-    modification times, so a copied dataset still resumes; corrected labels do not)."""
-    h = hashlib.sha256(name.encode())
-    for ds in splits:
-        for r in ds.records:
-            h.update(f"|{ds.split}|{r.id}|{r.ir.stat().st_size}|{r.vis.stat().st_size}".encode())
-            for label in (r.det, r.seg):
-                if label is not None:
-                    h.update(hashlib.sha256(label.read_bytes()).digest())
-    return h.hexdigest()[:16]
 
 
 def _seg_id(p) -> str:

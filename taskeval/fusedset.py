@@ -1,20 +1,18 @@
 """``FusedSet``: the fused images of one (method, weights, dataset, split), by id.
 
 ``fuse_split`` runs a registered method over a split, batched, with a progress bar, and caches the
-8-bit results in an HDF5 file keyed by dataset id under a key that hashes the method's spec, the weight
-file's bytes and the input files (size + mtime), so a second run recomputes nothing and a changed
-weight file or input image invalidates the cache. PNGs are exported beside it for the task networks
-(ultralytics reads files). ``precomputed_set`` wraps a folder of fused images made by external code;
-missing, extra or mis-sized files are errors listing their names.
+8-bit results in an HDF5 file under a key that hashes the method's spec, the weight file's bytes and
+the input images' bytes (:mod:`taskeval.fingerprint`: never paths or file times), so a second run in
+any process, or in a copy of the folder, recomputes nothing, and a changed weight file or input image
+makes a new cache entry. PNGs are exported beside it for the task networks (ultralytics reads files).
+``precomputed_set`` wraps a folder of fused images made by external code; missing, extra or mis-sized
+files are errors listing their names.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
@@ -27,16 +25,23 @@ from fusion_models.weights import file_hash, resolve_weights
 from taskeval.data.dataset import PairedDataset
 from taskeval.errors import DataError, WeightsError
 from taskeval.filelock import file_lock
+from taskeval.fingerprint import dataset_fingerprint, digest, file_digests, files_manifest, manifest_fingerprint
 from taskeval.fusing import apply_fusion
 from taskeval.imageio import list_images, read_raw, tensor_to_uint8, to_float, write_png
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+# the spec fields that decide what a method writes (not its factory, provenance or description)
+_KEYED_SPEC_FIELDS = ("vis_input", "output", "normalize", "recolor", "needs_text", "default_kwargs")
 
 
 @dataclass
 class FusedSet:
-    """Fused images by id. ``paths[id]`` is an image file (PNG, RGB or grey) the task networks read."""
+    """Fused images by id. ``paths[id]`` is an image file (PNG, RGB or grey) the task networks read.
+
+    ``key`` is the digest of ``key_parts`` (what the images were computed from; see :func:`cache_key_parts`),
+    the same in every process and after the files are copied elsewhere.
+    """
 
     method: str
     dataset: str
@@ -45,6 +50,7 @@ class FusedSet:
     paths: dict[str, Path]
     weights_note: str = ""
     meta: dict = field(default_factory=dict)
+    key_parts: dict = field(default_factory=dict)
 
     @property
     def ids(self) -> list[str]:
@@ -65,23 +71,50 @@ class FusedSet:
                             f"{len(ids)} images: {', '.join(missing[:20])}{' ...' if len(missing) > 20 else ''}")
 
 
-def _inputs_fingerprint(ds: PairedDataset) -> str:
-    h = hashlib.sha256()
-    for rec in ds.records:
-        for p in {rec.ir, rec.vis}:
-            st = os.stat(p)
-            h.update(f"{rec.id}|{p.name}|{st.st_size}|{st.st_mtime_ns};".encode())
-    return h.hexdigest()[:16]
+def manifest_folder(cache_dir: str | Path, dataset: str) -> Path:
+    """Where the dataset manifests behind the cache keys of ``dataset`` are kept (to name changed files)."""
+    return Path(cache_dir) / dataset / "manifests"
+
+
+def cache_key_parts(method: str, weights_id: str, ds: PairedDataset, extra: dict | None = None,
+                    manifests: str | Path | None = None) -> dict:
+    """What a method's fused images of ``ds`` depend on: the spec fields that change its output, the
+    weights (``file:<sha256>`` / ``model:<sha256>`` / ``none``), the dataset and split names, the input
+    images' bytes and size policy (``files:<digest>``), and ``extra`` (e.g. text embeddings)."""
+    spec = get_fusion_spec(method)
+    return {"v": CACHE_VERSION, "method": method, "spec": {k: getattr(spec, k) for k in _KEYED_SPEC_FIELDS},
+            "weights": weights_id, "dataset": ds.card.name, "split": ds.split,
+            "inputs": dataset_fingerprint(ds, labels=False, save_to=manifests), "extra": extra or {}}
 
 
 def cache_key(method: str, weights_id: str, ds: PairedDataset, extra: dict | None = None) -> str:
-    spec = get_fusion_spec(method)
-    spec_fields = {k: v for k, v in asdict(spec).items() if k not in ("factory", "paper", "licence", "url",
-                                                                      "description")}
-    payload = json.dumps({"v": CACHE_VERSION, "method": method, "spec": spec_fields, "weights": weights_id,
-                          "dataset": ds.card.name, "split": ds.split, "size_policy": ds.size_policy,
-                          "inputs": _inputs_fingerprint(ds), "extra": extra or {}}, sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+    """The 16-hex digest of :func:`cache_key_parts`."""
+    return digest(cache_key_parts(method, weights_id, ds, extra))
+
+
+def _text_digests(text_dir: str | Path | None, ids: list[str]) -> dict | None:
+    if text_dir is None:
+        return None
+    files = [Path(text_dir) / f"{i}.npy" for i in ids]
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise DataError(f"text embeddings missing in {text_dir} for {len(missing)} id(s): {', '.join(missing[:10])}")
+    digests = file_digests(files)
+    return {i: digests[f][:16] for i, f in zip(ids, files)}
+
+
+def _open_cache(h5_path: Path) -> h5py.File:
+    """Open the HDF5 cache for appending; a file left unreadable by a killed process is moved aside."""
+    try:
+        return h5py.File(h5_path, "a")
+    except OSError as exc:
+        k = 1
+        while h5_path.with_name(f"{h5_path.name}.corrupt{k}").exists():
+            k += 1
+        aside = h5_path.with_name(f"{h5_path.name}.corrupt{k}")
+        h5_path.rename(aside)
+        log.warning("fusion cache %s could not be opened (%s); moved to %s, fusing again", h5_path, exc, aside.name)
+        return h5py.File(h5_path, "a")
 
 
 def _size_groups(ds: PairedDataset, ids: list[str], batch_size: int) -> list[list[int]]:
@@ -117,15 +150,18 @@ def fuse_split(ds: PairedDataset, method: str, cache_dir: str | Path, weights: s
         weights_id = "file:" + file_hash(wpath)
     else:
         weights_id = "none"
-    key = cache_key(method, weights_id, ds, {"text_dir": str(text_dir) if text_dir else None})
+    parts = cache_key_parts(method, weights_id, ds, {"text": _text_digests(text_dir, ds.ids)},
+                            manifests=manifest_folder(cache_dir, ds.card.name))
+    key = digest(parts)
     folder = Path(cache_dir) / ds.card.name
     folder.mkdir(parents=True, exist_ok=True)
     h5_path = folder / f"{method}-{key}.h5"
     png_dir = folder / f"{method}-{key}" / ds.split
-    with file_lock(h5_path.with_suffix(".lock")), h5py.File(h5_path, "a") as h5:
+    with file_lock(h5_path.with_suffix(".lock")), _open_cache(h5_path) as h5:
         h5.attrs.update({"method": method, "key": key, "weights": weights_id, "dataset": ds.card.name})
         grp = h5.require_group(ds.split)
         todo = [s for s in ds.ids if s not in grp]
+        computed = len(todo)
         if todo:
             if model is None:
                 model = create_fusion_model(method, weights=weights, device=device)
@@ -162,12 +198,18 @@ def fuse_split(ds: PairedDataset, method: str, cache_dir: str | Path, weights: s
 
         # "trained by taskeval (fusion loss)" / joint-training notes travel with the weights into every table
         note = weights_note(weights) or f"weights {Path(str(weights)).name}"
-    return FusedSet(method, ds.card.name, ds.split, key, paths, note, {"h5": str(h5_path)})
+    return FusedSet(method, ds.card.name, ds.split, key, paths, note,
+                    {"h5": str(h5_path), "computed": computed,
+                     "manifests": str(manifest_folder(cache_dir, ds.card.name))}, parts)
 
 
 def precomputed_set(folder: str | Path, ds: PairedDataset, name: str | None = None,
-                    check_sizes: bool = True, allow_extra: bool = False) -> FusedSet:
+                    check_sizes: bool = True, allow_extra: bool = False,
+                    manifests: str | Path | None = None) -> FusedSet:
     """Wrap a folder of fused images (matched to ``ds`` ids by file stem).
+
+    Its key hashes the files' bytes (not their names' folder, sizes or times); with ``manifests`` the
+    per-file digests are kept there so that a refusal can name the images that changed.
 
     Raises:
         DataError: listing missing ids, extra files (unless ``allow_extra``) and images whose size
@@ -194,9 +236,8 @@ def precomputed_set(folder: str | Path, ds: PairedDataset, name: str | None = No
             problems.append(f"{len(bad)} mis-sized image(s): " + "; ".join(bad[:10]))
     if problems:
         raise DataError(f"precomputed fused folder {folder}: " + " | ".join(problems))
-    h = hashlib.sha256()
-    for s in ds.ids:
-        st = os.stat(found[s])
-        h.update(f"{s}|{st.st_size}|{st.st_mtime_ns};".encode())
-    return FusedSet(name or folder.name, ds.card.name, ds.split, h.hexdigest()[:16],
-                    {s: found[s] for s in ds.ids}, "precomputed folder", {"folder": str(folder)})
+    manifest = files_manifest({s: {"fused": found[s]} for s in ds.ids}, ds.card.name, ds.split)
+    parts = {"v": CACHE_VERSION, "precomputed": manifest_fingerprint(manifest, manifests)}
+    meta = {"folder": str(folder), **({"manifests": str(manifests)} if manifests else {})}
+    return FusedSet(name or folder.name, ds.card.name, ds.split, digest(parts), {s: found[s] for s in ds.ids},
+                    "precomputed folder", meta, parts)

@@ -119,8 +119,16 @@ def train_fusion(method: str, ds: PairedDataset, out_dir: str | Path, cfg: Fusio
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start = 0
     last = out_dir / "last.pt"
+    identity = _identity(method, ds, cfg, init_weights, out_dir)
     if last.is_file():
         state = torch.load(last, map_location=device, weights_only=True)
+        if state.get("identity") != identity:
+            from taskeval.fingerprint import explain
+
+            why = (explain(state["identity"], identity, [out_dir / "inputs"]) if "identity" in state
+                   else "it was written by an older taskeval that did not record its settings")
+            raise TrainingError(f"{last} was written by a fusion training with other settings or data ({why}); "
+                                "delete it or choose another --out")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start = int(state["epoch"]) + 1
@@ -145,7 +153,8 @@ def train_fusion(method: str, ds: PairedDataset, out_dir: str | Path, cfg: Fusio
             opt.step()
             total += loss.item() * len(idx)
         history.append({"epoch": epoch + 1, "loss": total / n})
-        buf = _serialise({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch})
+        buf = _serialise({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+                          "identity": identity})
         atomic_write_bytes(last, buf)
     final = out_dir / "fusion.pth"
     atomic_write_bytes(final, _serialise(model.state_dict()))
@@ -154,6 +163,22 @@ def train_fusion(method: str, ds: PairedDataset, out_dir: str | Path, cfg: Fusio
         "config": to_dict(cfg), "init_weights": init_weights, "history": history,
     })
     return final
+
+
+def _identity(method: str, ds: PairedDataset, cfg: FusionTrainConfig, init_weights: str | None,
+              out_dir: Path) -> dict:
+    """What a resumed fusion training must share with the interrupted one: method, training images (by
+    content), initial weights (by content) and every setting but ``epochs`` (training longer continues
+    the same run: the learning rate does not depend on the number of epochs)."""
+    from fusion_models.weights import resolve_weights
+    from taskeval.fingerprint import dataset_fingerprint, file_digest
+
+    init = None
+    if init_weights is not None:
+        init = "sha256:" + file_digest(resolve_weights(get_fusion_spec(method), init_weights), 16)
+    config = {k: v for k, v in to_dict(cfg).items() if k != "epochs"}
+    return {"method": method, "data": dataset_fingerprint(ds, labels=False, save_to=out_dir / "inputs"),
+            "init_weights": init, "config": config}
 
 
 def _serialise(obj) -> bytes:

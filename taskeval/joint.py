@@ -85,6 +85,8 @@ class JointTrainer:
             raise ConfigError(f"{ds.card.name}/{ds.split} has no segmentation labels")
         self.fusion_name, self.task, self.ds, self.cfg = fusion, task, ds, cfg
         self.out = Path(out_dir)
+        self._identity: dict | None = None
+        self._init_weights = init_weights
         self.out.mkdir(parents=True, exist_ok=True)
         self.device, self.progress = torch.device(device), progress
         torch.manual_seed(cfg.seed)
@@ -225,8 +227,18 @@ class JointTrainer:
 
     def identity(self) -> dict:
         """What a resumed run must share with the interrupted one."""
-        return {"fusion": self.fusion_name, "task": self.task, "dataset": self.ds.card.name, "split": self.ds.split,
-                "n": self.n, "config": to_dict(self.cfg)}
+        from fusion_models import get_fusion_spec
+        from fusion_models.weights import resolve_weights
+        from taskeval.fingerprint import dataset_fingerprint, file_digest
+
+        if self._identity is None:
+            init = None
+            if self._init_weights is not None:
+                init = "sha256:" + file_digest(resolve_weights(get_fusion_spec(self.fusion_name), self._init_weights), 16)
+            self._identity = {"fusion": self.fusion_name, "task": self.task, "init_weights": init,
+                              "data": dataset_fingerprint(self.ds, labels=True, save_to=self.out / "inputs"),
+                              "n": self.n, "config": to_dict(self.cfg)}
+        return self._identity
 
     def resume(self) -> bool:
         last = self.out / "last.pt"
@@ -234,8 +246,11 @@ class JointTrainer:
             return False
         state = torch.load(last, map_location=self.device, weights_only=True)
         if state.get("identity") != self.identity():
-            raise TrainingError(f"{last} was written by a joint training with other settings ({state.get('identity')}"
-                                f" vs now {self.identity()}); choose another --out or delete it")
+            from taskeval.fingerprint import explain
+
+            why = explain(state.get("identity") or {}, self.identity(), [self.out / "inputs"])
+            raise TrainingError(f"{last} was written by a joint training with other settings or data ({why}); "
+                                "choose another --out or delete it")
         self.fusion.load_state_dict(state["fusion"])
         self.task_net.load_state_dict(state["task"])
         self.opt_fusion.load_state_dict(state["opt_fusion"])

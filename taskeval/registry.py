@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import hashlib
 import importlib
 import importlib.util
 import sys
@@ -108,7 +109,7 @@ def load_plugin_file(path: str | Path) -> None:
     path = Path(path)
     if not path.is_file():
         raise RegistryError(f"plug-in file not found: {path}")
-    mod_name = f"taskeval_plugin_{path.stem}_{abs(hash(str(path.resolve()))) & 0xFFFFFF:x}"
+    mod_name = f"taskeval_plugin_{path.stem}_{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:6]}"
     if mod_name in sys.modules:
         return
     spec = importlib.util.spec_from_file_location(mod_name, path)

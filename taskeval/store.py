@@ -67,16 +67,30 @@ class ResultsStore:
         path = self.cells_dir / cell.id / "cell.json"
         return json.loads(path.read_text()) if path.is_file() else None
 
-    def stale(self, cells: list[Cell], inputs_of) -> list[Cell]:
-        """Finished cells whose recorded ``inputs`` differ from ``inputs_of(cell)`` (what the cell would be
-        computed from now); cells recorded without inputs are not judged."""
+    def stale(self, cells: list[Cell], inputs_of) -> list[tuple[Cell, dict, dict]]:
+        """(cell, recorded inputs, inputs now) of every finished cell whose recorded ``inputs`` differ from
+        ``inputs_of(cell)`` (what the cell would be computed from now); cells recorded without inputs are
+        not judged."""
         out = []
         for cell in cells:
             meta = self.meta(cell)
             recorded = meta.get("inputs") if meta else None
-            if recorded is not None and recorded != json.loads(json.dumps(inputs_of(cell))):
-                out.append(cell)
+            now = json.loads(json.dumps(inputs_of(cell)))
+            if recorded is not None and recorded != now:
+                out.append((cell, recorded, now))
         return out
+
+    def stale_message(self, stale: list[tuple[Cell, dict, dict]], manifests=()) -> str:
+        """Why finished cells cannot be reused, naming what changed per method (files, weights, settings)."""
+        from taskeval.fingerprint import explain
+
+        by_method: dict[str, str] = {}
+        for cell, recorded, now in stale:
+            by_method.setdefault(cell.method, explain(recorded, now, manifests))
+        lines = "\n".join(f"  {m}: {why}" for m, why in by_method.items())
+        return (f"{len(stale)} finished cell(s) in {self.root} were computed from other inputs than this command "
+                f"gives:\n{lines}\nresults are never mixed or overwritten silently: choose another --out, or "
+                f"delete those cells (e.g. {self.cells_dir / stale[0][0].id})")
 
     def done_cells(self) -> list[dict]:
         if not self.cells_dir.is_dir():

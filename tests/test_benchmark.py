@@ -112,9 +112,12 @@ def test_interrupt_resume_add_method_and_changed_inputs(tmp_path, synth_root, mo
     changed = _config(tmp_path, synth_root, ["ir", "average", {"name": "ext", "folder": str(ir_folder)}],
                       ["segmentation", "quality"], [0, 1], name="tiny")
     spy = _Count(monkeypatch)
-    with pytest.raises(TaskevalError, match=r"other inputs.*\['ext'\]"):
+    with pytest.raises(TaskevalError, match=r"other inputs") as err:
         _run(changed, out).execute()   # same method name, other images: never mixed silently
     assert spy.cells == []
+    # the refusal names the method and the fused files that changed, not only two hashes
+    ids = PairedDataset(load_card(synth_root / "card.yaml"), "test").ids
+    assert f"ext: synth/test: {len(ids)} pair(s) changed: {ids[0]} (fused)" in str(err.value), str(err.value)
 
 
 def test_cli_shards_merge_and_report(tmp_path, synth_root, capsys):

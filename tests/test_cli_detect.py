@@ -192,7 +192,8 @@ def test_resume_refuses_other_images_and_bad_fixed_options(tiny_card, tmp_path, 
     assert main([*base, "--fused", f"ext={tmp_path / 'a'}"]) == 0
     # same method name, other images: the finished cell is not reused under the new folder
     assert main([*base, "--fused", f"ext={tmp_path / 'b'}", "--resume"]) == 2
-    assert "computed from other images" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "computed from other inputs" in err and "ext: " in err and "(fused)" in err, err
     # option errors come before the run directory exists
     assert main(["detect", "--data", str(tiny_card), "--methods", "vis", "--out", str(tmp_path / "x"),
                  "--fixed", "ir", "--fixed-checkpoint", str(tmp_path / "none.pt"), *TINY]) == 2

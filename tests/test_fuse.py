@@ -87,7 +87,7 @@ def test_cli_fuse_folders_and_dataset(card, tmp_path, capsys):
     assert rc == 2 and "--overwrite" in capsys.readouterr().err   # never overwritten silently
     rc = main(["fuse", "--method", "laplacian", "--data", str(card), "--split", "train",
                "--cache", str(tmp_path / "cache")])
-    assert rc == 0 and "fused 6 pairs of synth/train" in capsys.readouterr().out
+    assert rc == 0 and "laplacian on synth/train: fused 6 pair(s)" in capsys.readouterr().out
 
 
 def test_fusion_loss_prefers_the_informative_fusion():

@@ -172,7 +172,7 @@ def test_train_predict_and_reuse(tiny, tmp_path):
     assert list(preds) == tiny["test"].ids
     for lab in preds.values():
         assert lab.dtype == np.uint8 and lab.shape == (64, 80) and lab.max() < 5
-    with pytest.raises(TrainingError, match="protocol fields \\['epochs'\\]"):
+    with pytest.raises(TrainingError, match=r"protocol\.epochs: 1 -> 2"):
         deeplab.train(tiny["ftrain"], tiny["train"], tiny_protocol(epochs=2), tmp_path / "run", "cpu", progress=False)
 
 

@@ -107,8 +107,9 @@ class DetectRun:
             ds = self.train_ds if split == self.train_ds.split else self.test_ds
             if method in self.fused_folders:
                 folder = Path(self.fused_folders[method])
-                fs = (precomputed_set(folder / split, ds, name=method) if (folder / split).is_dir()
-                      else precomputed_set(folder, ds, name=method, allow_extra=True))
+                where = self.cache_dir / ds.card.name / "manifests"
+                fs = (precomputed_set(folder / split, ds, name=method, manifests=where) if (folder / split).is_dir()
+                      else precomputed_set(folder, ds, name=method, allow_extra=True, manifests=where))
             else:
                 from taskeval.devices import tensor_device
 
@@ -206,8 +207,8 @@ class DetectRun:
         image files), recorded with the cell and compared on --resume."""
         trained_on = cell.method if self.retrains else self.fixed_ref  # None: a given checkpoint
         train = self.fused(trained_on, self.train_ds.split) if trained_on else None
-        return {"train": train.key if train else None, "test": self.fused(cell.method, self.test_ds.split).key,
-                "test_ids": len(self.test_ds)}
+        return {"train": train.key_parts if train else None,
+                "test": self.fused(cell.method, self.test_ds.split).key_parts, "test_ids": len(self.test_ds)}
 
     def execute(self) -> list[Row]:
         """Run every unfinished cell, rewrite ``results.csv``/``.json`` and ``summary.csv`` from the whole
@@ -216,9 +217,7 @@ class DetectRun:
         self.ground_truth()
         stale = self.store.stale(self.cells(), self.cell_inputs)
         if stale:
-            raise DataError(f"{len(stale)} finished cell(s) of {self.run.path} were computed from other images than "
-                            f"this command gives (methods {sorted({c.method for c in stale})}: other weights, "
-                            "--fused folder or dataset files); results are never mixed: choose another --out")
+            raise DataError(self.store.stale_message(stale, [self.cache_dir / self.test_ds.card.name / "manifests"]))
         for cell in self.cells():
             if self.store.is_done(cell):
                 log.info("%s seed %s: done before, skipped", cell.method, cell.seed)

@@ -48,8 +48,11 @@ def run_fuse(args) -> int:
         for sid, src in fused.paths.items():
             shutil.copyfile(src, out / f"{sid}.png")
     where = out if out is not None else Path(fused.meta["h5"]).with_suffix("") / ds.split
-    print(f"fused {len(fused.ids)} pairs of {ds.card.name}/{ds.split} with {args.method} -> {where} "
-          f"(cache key {fused.key})")
+    computed = fused.meta["computed"]
+    cached = len(fused.ids) - computed
+    how = (f"fused {computed} pair(s)" + (f", {cached} from the cache" if cached else "") if computed
+           else f"all {cached} pairs from the cache, nothing fused")
+    print(f"{args.method} on {ds.card.name}/{ds.split}: {how} -> {where} (cache {fused.meta['h5']}, key {fused.key})")
     return 0
 
 

@@ -204,9 +204,11 @@ def _check_finished(folder: Path, fused_train: FusedSet, fused_test: FusedSet, t
 
     meta = json.loads((folder / "scores.json").read_text())
     model = folder / "train" / "model.pt"
-    trained_on = load_checkpoint_file(model).get("train_key") if model.is_file() else None
+    from taskeval.fingerprint import digest
+
+    inputs = load_checkpoint_file(model).get("train_inputs") if model.is_file() else None
     if meta.get("fused_test_key") != fused_test.key or meta.get("n_test") != len(test_ds) \
-            or trained_on not in (None, fused_train.key):
+            or (inputs is not None and digest(inputs) != fused_train.key):
         raise DataError(f"{folder} was computed from other images than this command gives ({fused_test.method}: "
                         "other weights, --fused folder or dataset files); results are never mixed: choose another "
                         "--out")
