@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -123,3 +124,76 @@ def state_dict_hash(model: nn.Module, length: int = 16) -> str:
         h.update(str(tuple(v.shape)).encode())
         h.update(v.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:length]
+
+
+# Where the authors publish each method's official weights: method -> (file names as looked up under
+# $TASKEVAL_WEIGHTS_DIR, where to get them). The names are those of the registry's ``weights_file``; methods
+# whose port is not registered yet are listed too, so that a benchmark config can name them. DIDFuse's two
+# files carry the names of Linfeng-Tang/VIF-Benchmark (the authors' repository calls them
+# Models/{Encoder,Decoder}_weight_IJCAI.pkl).
+OFFICIAL_WEIGHTS: dict[str, tuple[tuple[str, ...], str]] = {
+    "seafusion": (("SeAFusion.pth",),
+                  "https://github.com/Linfeng-Tang/VIF-Benchmark (Checkpoint/SeAFusion/SeAFusion.pth)"),
+    "tardal": (("tardal.pt",), "https://github.com/JinyuanLiu-CV/TarDAL (weights/tardal.pt)"),
+    "tardal+": (("tardal+.pt",), "https://github.com/JinyuanLiu-CV/TarDAL (weights/tardal+.pt)"),
+    "tardal++": (("tardal++.pt",), "https://github.com/JinyuanLiu-CV/TarDAL (weights/tardal++.pt)"),
+    "mlfuse": (("model_fuse.pth",), "https://github.com/jialei-sc/MLFuse (model/model_fuse.pth)"),
+    "ifcnn": (("IFCNN-MAX.pth",), "https://github.com/uzeful/IFCNN (Code/snapshots/IFCNN-MAX.pth)"),
+    "didfuse": (("Encoder.pkl", "Decoder.pkl"),
+                ("https://github.com/Zhaozixiang1228/IVIF-DIDFuse (Models/Encoder_weight_IJCAI.pkl and "
+                 "Models/Decoder_weight_IJCAI.pkl; as Encoder.pkl and Decoder.pkl in "
+                 "https://github.com/Linfeng-Tang/VIF-Benchmark, Checkpoint/DIDFuse/)")),
+    "cddfuse": (("CDDFuse_IVF.pth",),
+                "https://github.com/Zhaozixiang1228/MMIF-CDDFuse (models/CDDFuse_IVF.pth)"),
+    "emma": (("EMMA.pth",), "https://github.com/Zhaozixiang1228/MMIF-EMMA (model/EMMA.pth)"),
+}
+
+
+class MissingWeights(NamedTuple):
+    """A missing official weight file: the method, the file name, where the authors publish it."""
+
+    method: str
+    file: str
+    where: str
+
+
+def _official_files(name: str) -> tuple[tuple[str, ...], str]:
+    """(file names, where published) of a method's official weights; raises if it has none."""
+    from fusion_models.registry import FUSION_MODELS, get_fusion_spec
+
+    entry = OFFICIAL_WEIGHTS.get(name)
+    if name not in FUSION_MODELS and entry is not None:
+        return entry  # a port not registered (yet): the table is all we know
+    spec = get_fusion_spec(name)  # unknown names fail here, with a suggestion
+    if not spec.weights_file:
+        raise WeightsError(f"{name}: no official weights exist for this method "
+                           "(use weights: train or a checkpoint path)")
+    if entry is not None and spec.weights_file in entry[0]:
+        return entry
+    return (spec.weights_file,), f"{spec.url} (see its README)" if spec.url else "the authors' repository"
+
+
+def missing_official_weights(names, weights_dir: str | os.PathLike | None = None) -> list[MissingWeights]:
+    """The official weight files of ``names`` that are not under ``weights_dir``, with where to get them.
+
+    Files are looked up as :func:`resolve_weights` does (anywhere below the folder, by file name).
+
+    Args:
+        names: methods a config runs with ``weights: official``.
+        weights_dir: the weights folder (default ``$TASKEVAL_WEIGHTS_DIR``; unset: every file is missing).
+
+    Returns:
+        One :class:`MissingWeights` per missing file, in the order of ``names``; empty when all are there.
+
+    Raises:
+        WeightsError: a method without official weights. RegistryError: an unknown method name.
+    """
+    root = weights_dir if weights_dir is not None else os.environ.get("TASKEVAL_WEIGHTS_DIR")
+    root = Path(root) if root else None
+    out = []
+    for name in names:
+        files, where = _official_files(name)
+        for f in files:
+            if root is None or not root.is_dir() or next(root.glob(f"**/{f}"), None) is None:
+                out.append(MissingWeights(name, f, where))
+    return out

@@ -1,4 +1,5 @@
-"""``taskeval data {check,synth,info,cards}``: validate datasets, generate the synthetic benchmark."""
+"""``taskeval data {check,synth,fixture,scene-split,cards}``: validate datasets, generate the synthetic benchmark
+and layout fixtures."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from taskeval.cli.common import add_overrides, print_json
 from taskeval.config import load_config, parse_overrides
 from taskeval.console import print_table
 from taskeval.data.card import FORMATS, builtin_cards, load_card, parse_card
+from taskeval.data.fixtures import FIXTURE_FORMATS, write_fixture
 from taskeval.data.labels import read_class_names
 from taskeval.data.synth import DET_CLASSES, SEG_CLASSES, SynthConfig, generate
 from taskeval.errors import ConfigError
@@ -98,6 +100,13 @@ def run_synth(args) -> int:
     return 0
 
 
+def run_fixture(args) -> int:
+    root = write_fixture(args.format, args.out, seed=args.seed)
+    print(f"{args.format} fixture (fake data in the real layout): {root}\n"
+          f"check it: taskeval data check --card {args.format} --root {root}")
+    return 0
+
+
 def run_scene_split(args) -> int:
     from taskeval.data.scene_split import frame_number, scene_cuts, split_scenes
 
@@ -137,7 +146,7 @@ def run_cards(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("data", help="dataset tools: check, synth, cards")
+    p = sub.add_parser("data", help="dataset tools: check, synth, fixture, scene-split, cards")
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
 
     c = dsub.add_parser("check", help="validate a dataset on disk and list every problem",
@@ -163,6 +172,16 @@ def register(sub) -> None:
     s.add_argument("--config", help="YAML with SynthConfig fields")
     add_overrides(s)
     s.set_defaults(func=run_synth)
+
+    f = dsub.add_parser("fixture", help="write a tiny fake dataset in a built-in dataset's real layout",
+                        description="Write a few small, deterministic image pairs with labels of every class in "
+                                    "the folder layout, file types and split files of a real dataset, so that "
+                                    "its card, 'data check' and 'benchmark CONFIG --plan --root DIR' can be "
+                                    "tried without the data.")
+    f.add_argument("--format", required=True, choices=FIXTURE_FORMATS, help="the dataset whose layout to copy")
+    f.add_argument("--out", required=True, help="output folder (created; reused if it holds the same fixture)")
+    f.add_argument("--seed", type=int, default=0)
+    f.set_defaults(func=run_fixture)
 
     sc = dsub.add_parser("scene-split", help="scene-disjoint train/test split files from a frame sequence (M3FD)",
                          description="Cut consecutive frames into scenes where the visible image changes abruptly "

@@ -18,7 +18,7 @@ import yaml
 from taskeval.errors import ConfigError
 from taskeval.registry import suggest
 
-FORMATS = ("msrs", "mfnet", "m3fd", "llvip", "folders")
+FORMATS = ("msrs", "mfnet", "m3fd", "llvip", "fmb", "folders")
 CARD_KEYS = {
     "name", "format", "description", "root", "tasks", "det_classes", "seg_classes", "palette",
     "ignore_index", "split_files", "expected_counts", "options", "source", "licence", "notes",
