@@ -53,3 +53,33 @@ def _isolate_third_party_state(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("YOLO_OFFLINE", "1")
     monkeypatch.setenv("YOLO_AUTOINSTALL", "0")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A real single-node SLURM for this session (see tests/slurm_cluster.py), stopped by pid afterwards.
+
+    Skips where SLURM/munge are not installed or this process is not root. Where they are installed but
+    do not start, it skips locally and fails in CI (``CI`` set): .ci/run installs them, so a cluster
+    that does not come up there is a broken configuration, not a missing tool.
+    """
+    import slurm_cluster as local_slurm
+
+    try:
+        cluster = local_slurm.start()
+    except local_slurm.SlurmUnavailable as exc:
+        pytest.skip(f"no SLURM: {exc}")
+    except local_slurm.SlurmStartError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"SLURM is installed but did not start: {exc}")
+        pytest.skip(f"SLURM did not start: {exc}")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def slurm(slurm_cluster, monkeypatch):
+    """The session's SLURM, with ``SLURM_CONF`` set for this test so sbatch/squeue/submitit talk to it."""
+    for key, value in slurm_cluster.env.items():
+        monkeypatch.setenv(key, value)
+    return slurm_cluster
