@@ -86,6 +86,7 @@ def bench_training(n_images: int, imgsz: int, epochs: int, threads: int) -> dict
     from detectors.protocol import PRESETS
     from taskeval.data import PairedDataset
     from taskeval.data.synth import SynthConfig, generate
+    from taskeval.fusedset import source_set
 
     proto = replace(PRESETS["quick"], imgsz=imgsz, epochs=epochs)
     with tempfile.TemporaryDirectory() as tmp:
@@ -95,7 +96,7 @@ def bench_training(n_images: int, imgsz: int, epochs: int, threads: int) -> dict
         ds = PairedDataset.open(card, "train")
         run = Path(tmp) / "run"
         t0 = time.perf_counter()
-        yolo.train({r.id: r.vis for r in ds.records}, ds, proto, run, threads=threads)
+        yolo.train(source_set(ds), ds, proto, run, threads=threads)
         total = time.perf_counter() - t0
         with open(run / "train" / "results.csv") as fh:
             elapsed = [float(r["time"]) for r in csv.DictReader(fh)]  # cumulative seconds at each epoch's end

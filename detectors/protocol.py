@@ -47,6 +47,7 @@ class DetProtocol:
 
     Attributes:
         name: preset or user name; with the hash of the other fields it forms :meth:`id`.
+        family: detector family (:mod:`detectors.registry`; ``ultralytics``: YOLO from ``model``).
         model: ultralytics model YAML (``yolov5s.yaml`` builds YOLOv5u, ``yolov8n.yaml``, ``yolo11n.yaml``)
             or a path to one.
         pretrained: checkpoint whose matching weights initialise the model (an explicit local path; no
@@ -66,6 +67,7 @@ class DetProtocol:
     """
 
     name: str = "custom"
+    family: str = "ultralytics"
     model: str = "yolov5s.yaml"
     pretrained: str | None = None
     imgsz: int = 640
@@ -100,6 +102,9 @@ class DetProtocol:
         """6 hex digits of the SHA-256 of every field but ``name`` and ``seed`` (a row has a seed column);
         a pretrained checkpoint enters with the hash of its bytes."""
         d = {k: v for k, v in asdict(self).items() if k not in ("name", "seed")}
+        for k, default in _ADDED_LATER.items():  # so that the ids of earlier runs stay valid
+            if d[k] == default:
+                del d[k]
         if self.pretrained:
             d["pretrained"] = _file_digest(Path(self.pretrained))
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:6]
@@ -115,6 +120,10 @@ class DetProtocol:
                 "warmup_epochs", "cos_lr", "mosaic", "close_mosaic", "mixup", "hsv_h", "hsv_s", "hsv_v",
                 "degrees", "translate", "scale", "fliplr", "cache")
         return {k: getattr(self, k) for k in keys}
+
+
+# fields added after protocol ids were first published: hashed only when set away from this default
+_ADDED_LATER = {"family": "ultralytics"}
 
 
 def _file_digest(path: Path) -> str:

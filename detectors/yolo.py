@@ -14,8 +14,8 @@ the first device given. A single device (``"cpu"``, ``"0"``) runs in-process, un
 stays off on every device: ultralytics' AMP check downloads a model (it costs GPU speed, not accuracy).
 
 Example:
-    >>> ckpt = train(fused_train.paths, train_ds, PRESETS["quick"], "runs/x/vis", seed=0)  # doctest: +SKIP
-    >>> preds = predict(ckpt, fused_test.paths, PRESETS["quick"])  # {id: (N,6) [x1,y1,x2,y2,score,cls]}
+    >>> ckpt = train(fused_train, train_ds, PRESETS["quick"], "runs/x/vis", seed=0)  # doctest: +SKIP
+    >>> preds = predict(ckpt, fused_test, PRESETS["quick"])  # {id: (N,6) [x1,y1,x2,y2,score,cls]}
 """
 
 from __future__ import annotations
@@ -40,13 +40,14 @@ def first_device(device: str) -> str:
     return str(device).split(",")[0].strip() or "cpu"
 
 
-def train(train_images: Mapping[str, Path], train_ds, protocol: DetProtocol, run_dir: str | Path,
+def train(train_set, train_ds, protocol: DetProtocol, run_dir: str | Path,
           device: str = "cpu", seed: int | None = None, threads: int | None = None, workers: int = 0,
           state_dir: str | Path | None = None, verbose: bool = False, progress: bool = True) -> Path:
     """Train a detector from ``protocol.model`` on ``train_images`` with the boxes of ``train_ds``.
 
     Args:
-        train_images: id -> image file (fused PNG), for every id of ``train_ds``.
+        train_set: the fused training images (:class:`taskeval.fusedset.FusedSet`, or any object whose
+            ``paths`` maps id -> image file), for every id of ``train_ds``.
         train_ds: the training split (ids, sizes, validated boxes, class names).
         protocol: the training protocol.
         run_dir: this run's folder; gets ``data/`` (symlinks + labels) and ``train/`` (ultralytics).
@@ -71,7 +72,7 @@ def train(train_images: Mapping[str, Path], train_ds, protocol: DetProtocol, run
     seed = protocol.seed if seed is None else seed
     if protocol.pretrained and not Path(protocol.pretrained).is_file():
         raise WeightsError(f"pretrained detector weights not found: {protocol.pretrained} (never downloaded)")
-    data_yaml = write_yolo_dataset(run_dir / "data", train_images, train_ds, protocol.val_images)
+    data_yaml = write_yolo_dataset(run_dir / "data", train_set.paths, train_ds, protocol.val_images)
     prepare(state_dir or run_dir / "third_party", threads)
     from ultralytics import YOLO
 
@@ -111,14 +112,14 @@ def _load(checkpoint, state_dir, threads):
     return YOLO(str(checkpoint.resolve()), task="detect")
 
 
-def predict(checkpoint: str | Path, images: Mapping[str, Path], protocol: DetProtocol, device: str = "cpu",
+def predict(checkpoint: str | Path, test_set, protocol: DetProtocol, device: str = "cpu",
             threads: int | None = None, batch: int = 16,
             state_dir: str | Path | None = None) -> dict[str, np.ndarray]:
     """Detect objects in ``images`` with a trained checkpoint.
 
     Args:
         checkpoint: ultralytics ``.pt`` file (from :func:`train` or a user's).
-        images: id -> image file.
+        test_set: the fused test images (``paths``: id -> image file).
         protocol: supplies ``imgsz``, ``conf``, ``iou`` (NMS) and ``max_det``.
         device: "cpu" or a CUDA index (the first of a list is used).
         threads: CPU threads (None: the caller's setting).
@@ -132,6 +133,7 @@ def predict(checkpoint: str | Path, images: Mapping[str, Path], protocol: DetPro
         WeightsError: the checkpoint does not exist.
         DataError: an image file is missing.
     """
+    images: Mapping[str, Path] = test_set.paths
     absent = [str(p) for p in images.values() if not Path(p).is_file()]
     if absent:
         raise DataError(f"{len(absent)} image file(s) not found: {', '.join(absent[:10])}")
@@ -148,3 +150,12 @@ def predict(checkpoint: str | Path, images: Mapping[str, Path], protocol: DetPro
             out[sid] = np.concatenate([b.xyxy.cpu().numpy(), b.conf.cpu().numpy()[:, None],
                                        b.cls.cpu().numpy()[:, None]], axis=1).astype(np.float64)
     return out
+
+
+def _register() -> None:
+    from detectors.registry import register_detector
+
+    register_detector("ultralytics", train, predict, checkpoint_classes)
+
+
+_register()

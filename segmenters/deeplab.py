@@ -25,6 +25,7 @@ from torch import nn
 from tqdm import tqdm
 
 from segmenters.protocol import SegProtocol, from_plain
+from segmenters.registry import register_segmenter
 from segmenters.train import fit, load_checkpoint_file
 from segmenters.transforms import normalize, pad_to_multiple
 from taskeval.data.dataset import PairedDataset
@@ -38,11 +39,17 @@ _HEAD_PREFIXES = ("fc.", "classifier.", "head.", "last_linear.")
 
 
 def build_model(protocol: SegProtocol, num_classes: int) -> nn.Module:
+    """The network of ``protocol.arch`` (:mod:`segmenters.registry`) for ``num_classes`` classes."""
+    from segmenters.registry import build_segmenter
+
+    return build_segmenter(protocol.arch, protocol, num_classes)
+
+
+@register_segmenter("deeplabv3plus")
+def deeplabv3plus(protocol: SegProtocol, num_classes: int) -> nn.Module:
     """smp ``DeepLabV3Plus`` for ``num_classes`` classes, 3-channel input, encoder weights as the protocol says."""
     import segmentation_models_pytorch as smp
 
-    if protocol.arch != "deeplabv3plus":
-        raise ConfigError(f"unknown segmentation architecture {protocol.arch!r} (known: deeplabv3plus)")
     download = protocol.encoder_weights == "imagenet"
     # smp's timm-universal ("tu-") encoders take True for their default pretrained tag
     pretrained = (True if protocol.encoder.startswith("tu-") else "imagenet") if download else None

@@ -56,7 +56,8 @@ class SegProtocol:
 
     Attributes:
         name: preset name or a user's label; shown with the hash in every result row.
-        arch: network (only ``"deeplabv3plus"``, smp's ``DeepLabV3Plus``).
+        arch: registered architecture (:mod:`segmenters.registry`; built in: ``"deeplabv3plus"``, smp's
+            ``DeepLabV3Plus``).
         encoder: smp encoder name (``resnet18``, ``resnet101``, ``tu-mobilenetv3_large_100``...).
         encoder_weights: None (random init), a local state-dict path, or ``"imagenet"`` (opt-in
             download through smp; needs network).
@@ -86,7 +87,7 @@ class SegProtocol:
     """
 
     name: str = "quick"
-    arch: Literal["deeplabv3plus"] = "deeplabv3plus"
+    arch: str = "deeplabv3plus"
     encoder: str = "tu-mobilenetv3_small_100"
     encoder_weights: str | None = None
     output_stride: Literal[8, 16] = 16

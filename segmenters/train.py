@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from segmenters import distributed
+from taskeval import distributed
 from segmenters.protocol import SegProtocol, to_plain
 from segmenters.transforms import random_scale_crop_flip
 from taskeval.data.dataset import PairedDataset

@@ -307,9 +307,9 @@ class Benchmark:
 
         protocol = replace(self.det_protocol, seed=cell.seed)
         state = self.run.third_party_dir()  # ultralytics' settings and font: one folder per run
-        ckpt = yolo.train(train.paths, self.train_ds, protocol, cell_dir / "work", device=self.device,
+        ckpt = yolo.train(train, self.train_ds, protocol, cell_dir / "work", device=self.device,
                           seed=cell.seed, state_dir=state, progress=False)  # one progress bar: the benchmark's
-        preds = yolo.predict(ckpt, test.paths, protocol, device=self.device, state_dir=state)
+        preds = yolo.predict(ckpt, test, protocol, device=self.device, state_dir=state)
         gt = dataset_ground_truth(self.test_ds)
         scores, dets = score_predictions(preds, gt)
         write_json(cell_dir / "gt.json", gt)

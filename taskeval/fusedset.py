@@ -203,6 +203,19 @@ def fuse_split(ds: PairedDataset, method: str, cache_dir: str | Path, weights: s
                      "manifests": str(manifest_folder(cache_dir, ds.card.name))}, parts)
 
 
+def source_set(ds: PairedDataset, modality: str = "vis") -> FusedSet:
+    """The dataset's own images of one modality (``"ir"`` or ``"vis"``) as a :class:`FusedSet`, without
+    fusing or caching (their files as they are; not for packed 4-channel datasets such as MFNet)."""
+    if modality not in ("ir", "vis"):
+        raise ValueError(f"modality must be 'ir' or 'vis', got {modality!r}")
+    if any(r.packed for r in ds.records):
+        raise DataError(f"{ds.card.name} packs IR and visible into one file: fuse it with the '{modality}' method")
+    files = {r.id: getattr(r, modality) for r in ds.records}
+    parts = {"v": CACHE_VERSION, "source": manifest_fingerprint(files_manifest(
+        {i: {modality: f} for i, f in files.items()}, ds.card.name, ds.split))}
+    return FusedSet(modality, ds.card.name, ds.split, digest(parts), files, "", {}, parts)
+
+
 def precomputed_set(folder: str | Path, ds: PairedDataset, name: str | None = None,
                     check_sizes: bool = True, allow_extra: bool = False,
                     manifests: str | Path | None = None) -> FusedSet:

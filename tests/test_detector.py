@@ -6,6 +6,7 @@ import re
 import shutil
 import socket
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from taskeval.data import PairedDataset
 from taskeval.data.labels import read_yolo_txt
 from taskeval.data.synth import SynthConfig, generate
 from taskeval.errors import ConfigError, DataError, WeightsError
+from taskeval.fusedset import source_set
 
 TINY = replace(PRESETS["quick"], imgsz=64, epochs=1, batch=4, nbs=4, val_images=2)
 
@@ -178,11 +180,11 @@ def test_train_predict_smoke(tiny_card, tmp_path, monkeypatch, no_network):
     train_ds = PairedDataset.open(tiny_card, "train")
     test_ds = PairedDataset.open(tiny_card, "test")
     run_dir = tmp_path / "run"
-    ckpt = yolo.train({r.id: r.vis for r in train_ds.records}, train_ds, TINY, run_dir, seed=0, threads=1)
+    ckpt = yolo.train(source_set(train_ds), train_ds, TINY, run_dir, seed=0, threads=1)
     assert ckpt == (run_dir / "train" / "weights" / "last.pt").resolve()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nothing beside it (runs/, yolo*.pt)
     assert yolo.checkpoint_classes(ckpt) == list(train_ds.card.det_classes)
-    preds = yolo.predict(ckpt, {r.id: r.vis for r in test_ds.records}, TINY, threads=1)
+    preds = yolo.predict(ckpt, source_set(test_ds), TINY, threads=1)
     assert list(preds) == test_ds.ids
     for i, sid in enumerate(test_ds.ids):
         p = preds[sid]
@@ -192,7 +194,7 @@ def test_train_predict_smoke(tiny_card, tmp_path, monkeypatch, no_network):
         assert np.all(p[:, 0] >= -0.5) and np.all(p[:, 2] <= w + 0.5) and np.all(p[:, 3] <= h + 0.5)
     assert no_network == []
     with pytest.raises(WeightsError, match="not found"):
-        yolo.predict(tmp_path / "absent.pt", {}, TINY)
+        yolo.predict(tmp_path / "absent.pt", SimpleNamespace(paths={}), TINY)
 
 
 def test_train_refuses_gaps_before_training(tiny_card, tmp_path):
@@ -200,9 +202,9 @@ def test_train_refuses_gaps_before_training(tiny_card, tmp_path):
 
     ds = PairedDataset.open(tiny_card, "train")
     with pytest.raises(DataError, match="lack 12 of 12"):
-        yolo.train({}, ds, TINY, tmp_path / "run")
+        yolo.train(SimpleNamespace(paths={}), ds, TINY, tmp_path / "run")
     with pytest.raises(WeightsError, match="never downloaded"):
-        yolo.train({r.id: r.vis for r in ds.records}, ds, replace(TINY, pretrained=str(tmp_path / "x.pt")),
+        yolo.train(source_set(ds), ds, replace(TINY, pretrained=str(tmp_path / "x.pt")),
                    tmp_path / "run")
 
 
@@ -215,9 +217,9 @@ def test_same_seed_same_detector(tiny_card, tmp_path):
     proto = replace(TINY, epochs=3)
     out = []
     for k in range(2):
-        ckpt = yolo.train({r.id: r.vis for r in train_ds.records}, train_ds, proto, tmp_path / f"r{k}",
+        ckpt = yolo.train(source_set(train_ds), train_ds, proto, tmp_path / f"r{k}",
                           seed=3, threads=1)
-        out.append(yolo.predict(ckpt, {r.id: r.vis for r in test_ds.records}, proto, threads=1))
+        out.append(yolo.predict(ckpt, source_set(test_ds), proto, threads=1))
     for sid in test_ds.ids:
         np.testing.assert_array_equal(out[0][sid], out[1][sid])
 
@@ -239,7 +241,7 @@ def test_quick_protocol_ranks_fusion_above_single_modalities(tmp_path):
         for method in ("ir", "vis", "max"):
             train = fuse_split(train_ds, method, tmp_path / "cache", progress=False)
             test = fuse_split(test_ds, method, tmp_path / "cache", progress=False)
-            ckpt = yolo.train(train.paths, train_ds, proto, tmp_path / f"{method}-{seed}", seed=seed)
-            map50[method], _ = score_predictions(yolo.predict(ckpt, test.paths, proto), gt)
+            ckpt = yolo.train(train, train_ds, proto, tmp_path / f"{method}-{seed}", seed=seed)
+            map50[method], _ = score_predictions(yolo.predict(ckpt, test, proto), gt)
         got = {k: v.map50 for k, v in map50.items()}
         assert got["max"] > max(got["ir"], got["vis"]), got

@@ -157,7 +157,7 @@ class DetectRun:
         from detectors import yolo
 
         train = self.fused(method, self.train_ds.split)
-        return yolo.train(train.paths, self.train_ds, self._protocol(seed), work, device=self.device,
+        return yolo.train(train, self.train_ds, self._protocol(seed), work, device=self.device,
                           seed=seed, threads=self.threads, workers=self.workers, state_dir=self.state_dir,
                           progress=self.progress)
 
@@ -187,7 +187,7 @@ class DetectRun:
         else:
             ckpt = self._reference_checkpoint(cell.seed)
         test = self.fused(cell.method, self.test_ds.split)
-        preds = yolo.predict(ckpt, test.paths, self._protocol(cell.seed), device=self.device,
+        preds = yolo.predict(ckpt, test, self._protocol(cell.seed), device=self.device,
                              threads=self.threads, state_dir=self.state_dir)
         scores, dets = score_predictions(preds, self.ground_truth(), self.backend)
         write_json(d / "gt.json", self.ground_truth())

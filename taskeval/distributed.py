@@ -1,16 +1,16 @@
 """Multi-process (torch DDP) helpers for runs started with ``torchrun``.
 
-Launch any ``taskeval segment`` command through torchrun to train on several GPUs, e.g. four GPUs of
-one machine::
+Launch any run command through torchrun to train on several GPUs, e.g. four GPUs of one machine::
 
     torchrun --standalone --nproc_per_node 4 -m taskeval.cli.main segment --methods ir,vis,average \\
         --data msrs --protocol paper --out runs/seg-msrs
 
 Every process runs the same command. Process 0 creates the run directory and fuses (the others then
-find the cache), all processes train (the protocol's ``batch`` is the global batch, split evenly;
-BatchNorm layers become SyncBatchNorm on GPUs), and process 0 alone predicts, scores and writes
-results. Several machines need a shared file system for ``--out`` and the fusion cache. Without
-``torchrun`` (no ``WORLD_SIZE`` in the environment) everything runs in one process.
+find the cache); tasks whose spec says ``distributed`` (segmentation) train on every process (the
+protocol's ``batch`` is the global batch, split evenly; BatchNorm layers become SyncBatchNorm on GPUs),
+other tasks train on process 0 (ultralytics runs its own DDP with ``--device 0,1``), and process 0 alone
+predicts, scores and writes results. Several machines need a shared file system for ``--out`` and the
+fusion cache. Without ``torchrun`` (no ``WORLD_SIZE`` in the environment) everything runs in one process.
 """
 
 from __future__ import annotations
