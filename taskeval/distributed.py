@@ -39,6 +39,11 @@ class DistInfo:
         return self.world > 1
 
 
+def world_from_env() -> int:
+    """The process count torchrun announces (1 without torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def init_distributed(device: str | torch.device | None = "auto") -> DistInfo:
     """Join the process group that torchrun describes in the environment (no-op without it).
 

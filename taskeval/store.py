@@ -62,6 +62,31 @@ class ResultsStore:
         atomic_write_text(d / "rows.csv", rows_to_csv(rows))
         atomic_write_json(d / "cell.json", {**asdict(cell), "id": cell.id, "status": "done", **(meta or {})})
 
+    def record_failure(self, cell: Cell, trace: str, line: str) -> None:
+        """A cell that raised: ``error.txt`` (the traceback) and ``failed.json`` in its folder; its rows are
+        never written, so it is computed again on the next run."""
+        d = self.cell_dir(cell)
+        atomic_write_text(d / "error.txt", trace)
+        atomic_write_json(d / "failed.json", {**asdict(cell), "id": cell.id, "status": "failed", "error": line})
+
+    def clear_failure(self, cell: Cell) -> None:
+        d = self.cells_dir / cell.id
+        for name in ("failed.json", "error.txt"):
+            (d / name).unlink(missing_ok=True)
+
+    def failed_cells(self) -> list[dict]:
+        """``failed.json`` records of cells that raised and are not done since (with ``"dir"``)."""
+        if not self.cells_dir.is_dir():
+            return []
+        out = []
+        for p in sorted(self.cells_dir.glob("*/failed.json")):
+            if (p.parent / "cell.json").is_file():
+                continue
+            meta = json.loads(p.read_text())
+            meta["dir"] = str(p.parent)
+            out.append(meta)
+        return out
+
     def meta(self, cell: Cell) -> dict | None:
         """The ``cell.json`` record of a finished cell, None while it is not finished."""
         path = self.cells_dir / cell.id / "cell.json"

@@ -8,13 +8,15 @@ import shutil
 import pytest
 import yaml
 
-from taskeval.benchmark import Benchmark, load_benchmark_config
+from taskeval.benchmark import load_benchmark_config
 from taskeval.cli.main import main
 from taskeval.data import PairedDataset, load_card
 from taskeval.data.synth import SynthConfig, generate
 from taskeval.errors import ConfigError, TaskevalError
 from taskeval.results import read_rows
 from taskeval.rundir import RunDir
+from taskeval.runner import Plan, Runner
+from taskeval.tasks import Execution
 
 TINY = SynthConfig(n_train=8, n_test=4, height=64, width=80, objects_min=2, objects_max=3)
 SEG = {"crop_size": [64, 80], "epochs": 1, "batch": 4}
@@ -50,28 +52,43 @@ def _config(tmp_path, synth_root, methods, tasks, seeds, name="tiny", figures=No
     return path
 
 
-_REAL_RUN_CELL = Benchmark.run_cell
+_REAL_RUN_CELL = Runner.run_cell
 
 
 class _Count:
-    """Spy on Benchmark.run_cell: counts computed cells and can interrupt the run at the k-th."""
+    """Spy on Runner.run_cell: counts computed cells and can interrupt the run at the k-th."""
 
     def __init__(self, monkeypatch, interrupt_at: int | None = None):
         self.cells, self.interrupt_at = [], interrupt_at
         real = _REAL_RUN_CELL
 
-        def spy(bench, cell):
+        def spy(runner, cell):
             if self.interrupt_at is not None and len(self.cells) + 1 == self.interrupt_at:
                 raise KeyboardInterrupt
-            real(bench, cell)
+            real(runner, cell)
             self.cells.append(cell)
 
-        monkeypatch.setattr(Benchmark, "run_cell", spy)
+        monkeypatch.setattr(Runner, "run_cell", spy)
+
+
+class _Bench:
+    """The runner of one config in one run folder, as the benchmark command builds it."""
+
+    def __init__(self, path, out, overrides):
+        run = RunDir.create(out, "benchmark", resume=True)
+        self.runner = Runner(Plan(load_benchmark_config(path, list(overrides)), run.path, progress=False),
+                             Execution(state_dir=run.third_party_dir()))
+
+    def cells(self):
+        return self.runner.plan.cells()
+
+    def execute(self):
+        report = self.runner.execute(keep_going=False)
+        return report.computed
 
 
 def _run(path, out, overrides=()):
-    cfg = load_benchmark_config(path, list(overrides))
-    return Benchmark(cfg, RunDir.create(out, "benchmark", resume=True), progress=False)
+    return _Bench(path, out, overrides)
 
 
 def test_interrupt_resume_add_method_and_changed_inputs(tmp_path, synth_root, monkeypatch):

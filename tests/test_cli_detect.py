@@ -13,7 +13,7 @@ import shutil
 import numpy as np
 import pytest
 
-from taskeval.cli.detect_cmd import method_list, summarize
+from taskeval.cli.run_common import method_list, write_summary
 from taskeval.cli.main import main
 from taskeval.data.synth import SynthConfig, generate
 from taskeval.results import Row, read_rows
@@ -55,12 +55,17 @@ def test_method_list_adds_reference_rows():
     assert method_list("max", no_refs=True) == ["max"]
 
 
-def test_summary_mean_and_sample_std():
+def test_summary_mean_and_sample_std(tmp_path):
     rows = [Row("m", "detection", "d", "p", s, "mAP50", "", v) for s, v in enumerate([0.2, 0.4, 0.9])]
-    n, mean, std = summarize(rows)[("m", "p", "mAP50", "")]
-    assert n == 3 and mean == pytest.approx(0.5)
-    assert std == pytest.approx(math.sqrt((0.3 ** 2 + 0.1 ** 2 + 0.4 ** 2) / 2))
-    assert math.isnan(summarize(rows[:1])[("m", "p", "mAP50", "")][2])
+    (rec,) = write_summary(rows, tmp_path / "summary.csv")
+    assert rec["n"] == 3 and rec["mean"] == pytest.approx(0.5)
+    assert rec["std"] == pytest.approx(math.sqrt((0.3 ** 2 + 0.1 ** 2 + 0.4 ** 2) / 2))
+    (one,) = write_summary(rows[:1], tmp_path / "one.csv")
+    assert one["std"] is None
+    nan = rows + [Row("m", "detection", "d", "p", 3, "mAP50", "", float("nan"))]
+    (rec,) = write_summary(nan, tmp_path / "nan.csv")   # a NaN seed is left out, as in every table
+    assert rec["n"] == 3 and rec["mean"] == pytest.approx(0.5)
+    assert (tmp_path / "summary.csv").read_text().splitlines()[0] == "method,task,dataset,protocol,metric,cls,n,mean,std"
 
 
 def test_detect_resume_and_fixed_checkpoint(tiny_card, tmp_path, capsys):

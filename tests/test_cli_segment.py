@@ -40,10 +40,20 @@ def iou_from(cm):
     return np.where(union > 0, tp / np.maximum(union, 1), np.nan)
 
 
+def _cells(out, method=None):
+    """The finished segmentation cells of a run folder: (cell.json record, folder)."""
+    found = []
+    for meta_path in sorted(out.glob("cells/*/cell.json")):
+        meta = json.loads(meta_path.read_text())
+        if meta["task"] == "segmentation" and method in (None, meta["method"]):
+            found.append((meta, meta_path.parent))
+    return found
+
+
 def test_segment_retrain_seeds_resume_and_rows(synth, tmp_path, capsys):
     out = tmp_path / "run"
     args = ["segment", "--methods", "vis", "--no-refs", "--data", str(synth), "--seeds", "0,1", "--out", str(out),
-            "--cache", str(tmp_path / "cache"), "--device", "cpu", "--save-predictions", "ids", *TINY]
+            "--cache", str(tmp_path / "cache"), "--device", "cpu", *TINY]
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "mIoU_nobg" in text and "class 0" in text  # the definitions are printed next to the numbers
@@ -51,11 +61,15 @@ def test_segment_retrain_seeds_resume_and_rows(synth, tmp_path, capsys):
     assert {(r.method, r.seed) for r in rows} == {("vis", 0), ("vis", 1)}
     assert len({r.protocol for r in rows}) == 1 and rows[0].protocol.startswith("quick-")
     test_masks = sorted((synth.parent / "test" / "masks").glob("*.png"))
-    for cell in sorted(out.glob("cells/*/*/seed*")):
-        preds = [cell / "predictions" / m.name for m in test_masks]
-        cm = numpy_confusion(test_masks, preds)
-        saved = np.loadtxt(cell / "confusion.csv", delimiter=",", skiprows=1, usecols=range(1, K + 1), dtype=np.int64)
+    cells = _cells(out)
+    assert len(cells) == 2
+    for _, cell in cells:
+        preds = [cell / "pred" / m.name for m in test_masks]
+        cm = numpy_confusion(test_masks, preds)   # recomputed from the predicted label files on disk
+        saved = np.asarray(json.loads((cell / "scores.json").read_text())["confusion_matrix"], np.int64)
         np.testing.assert_array_equal(saved, cm)
+        per_image = np.load(cell / "per_image_confmat.npz")
+        np.testing.assert_array_equal(per_image["confmat"].sum(0), cm)
         cell_rows = {(r.metric, r.cls): r.value for r in read_rows(cell / "rows.csv")}
         iou = iou_from(cm)
         np.testing.assert_allclose([cell_rows[("IoU", c)] for c in SEG_CLASSES], iou, equal_nan=True)
@@ -63,17 +77,18 @@ def test_segment_retrain_seeds_resume_and_rows(synth, tmp_path, capsys):
         assert cell_rows[("mIoU_nobg", "")] == pytest.approx(np.nanmean(iou[1:]))
         assert cell_rows[("pixel_acc", "")] == pytest.approx(np.trace(cm) / cm.sum())
     summary = (out / "summary.csv").read_text().splitlines()
-    assert summary[0] == "method,dataset,protocol,metric,cls,n,mean,std"
+    assert summary[0] == "method,task,dataset,protocol,metric,cls,n,mean,std"
     miou = next(line for line in summary if ",mIoU,," in line).split(",")
     vals = [r.value for r in rows if r.metric == "mIoU"]
-    assert float(miou[6]) == pytest.approx(np.mean(vals)) and float(miou[7]) == pytest.approx(np.std(vals, ddof=1))
+    assert float(miou[7]) == pytest.approx(np.mean(vals)) and float(miou[8]) == pytest.approx(np.std(vals, ddof=1))
 
     assert main(args) == 2  # an existing run is never overwritten silently
     assert "--resume" in capsys.readouterr().err
-    model = next(out.glob("cells/vis/*/seed0/train/model.pt"))
+    (meta0, cell0), (meta1, cell1) = sorted(cells, key=lambda c: c[0]["seed"])
+    model = cell0 / "work" / "model.pt"
     stamp = model.stat().st_mtime_ns
-    shutil.rmtree(next(out.glob("cells/vis/*/seed1")) / "predictions")
-    (next(out.glob("cells/vis/*/seed1")) / "rows.csv").unlink()  # an unfinished cell
+    shutil.rmtree(cell1 / "pred")
+    (cell1 / "cell.json").unlink()  # an unfinished cell
     assert main(args + ["--resume"]) == 0
     assert model.stat().st_mtime_ns == stamp  # finished work is reused
     def keyed(rs):
@@ -90,14 +105,14 @@ def test_segment_fixed_protocol_and_given_checkpoint(synth, tmp_path, capsys):
                  "--device", "cpu", "--json", *TINY]) == 0
     report = json.loads(capsys.readouterr().out)
     protocols = {s["protocol"] for s in report["summary"]}
-    assert len(protocols) == 1 and protocols.pop().startswith("fixed:vis:quick-")
-    assert len(list(out.glob("fixed/vis/*/seed0/model.pt"))) == 1  # one network for all methods
-    assert not list(out.glob("cells/*/*/*/train"))
-    ckpt = next(out.glob("fixed/vis/*/seed0/model.pt"))
+    assert len(protocols) == 1 and protocols.pop().startswith("fixed:vis@quick-")
+    assert len(list(out.glob("reference/segmentation/vis-s0-*/model.pt"))) == 1  # one network for all methods
+    assert not list(out.glob("cells/*/work"))
+    ckpt = next(out.glob("reference/segmentation/vis-s0-*/model.pt"))
 
     out2 = tmp_path / "given"
-    assert main(["segment", "--methods", "vis", "--no-refs", "--fixed-checkpoint", str(ckpt), "--data", str(synth), "--out", str(out2),
-                 "--device", "cpu", "--json"]) == 0
+    assert main(["segment", "--methods", "vis", "--no-refs", "--fixed-checkpoint", str(ckpt), "--data", str(synth),
+                 "--out", str(out2), "--device", "cpu", "--json"]) == 0
     given = json.loads(capsys.readouterr().out)
     row = next(s for s in given["summary"] if s["metric"] == "mIoU")
     assert row["protocol"].startswith("fixed:ckpt-") and row["n"] == 1
@@ -222,8 +237,8 @@ def test_segment_under_torchrun_ddp_on_cpu(synth, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = read_rows(out / "results.csv")
     assert {r.method for r in rows} == {"vis"} and len([r for r in rows if r.metric == "mIoU"]) == 1
-    assert len(list(out.glob("cells/vis/*/seed0/train/model.pt"))) == 1
-    assert len((next(out.glob("cells/vis/*/seed0/train")) / "train_log.csv").read_text().splitlines()) == 2
+    assert len(list(out.glob("cells/*/work/model.pt"))) == 1
+    assert len((next(out.glob("cells/*/work")) / "train_log.csv").read_text().splitlines()) == 2
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ import yaml
 from fusion_models import list_fusion_models
 from fusion_models.registry import FUSION_MODELS, get_fusion_spec
 from fusion_models.weights import OFFICIAL_WEIGHTS, missing_official_weights
-from taskeval.benchmark import BenchmarkConfig, builtin_configs, load_benchmark_config
+from taskeval.benchmark import BenchmarkConfig, _fold_task_keys, builtin_configs, load_benchmark_config
 from taskeval.config import build
 from taskeval.data import PairedDataset, load_card
 from taskeval.data.fixtures import write_fixture
@@ -34,11 +34,11 @@ def _pending(raw):
 @pytest.mark.parametrize("name", PAPER)
 def test_schema_and_settings(name):
     raw = _raw(name)
-    cfg = build(BenchmarkConfig, {**raw, "methods": _methods(raw)})  # the current schema, keys and types
+    # the current schema, keys and types (per-task keys read as every config loader reads them)
+    cfg = build(BenchmarkConfig, _fold_task_keys({**raw, "methods": _methods(raw)}))
     card, task = PAPER[name]
     assert cfg.name == name and cfg.data.card == card and cfg.tasks == (task,) and cfg.seeds == (0, 1, 2)
-    protocol = cfg.det_protocol if task == "detection" else cfg.seg_protocol
-    assert protocol == "paper"
+    assert cfg.protocols[task] == "paper"
     splits = get_reader(load_card(card).format).splits(load_card(card))
     assert {cfg.data.train_split, cfg.data.test_split} <= set(splits)
 

@@ -44,6 +44,10 @@ class QualityEvaluation:
     def scores(self, idx: np.ndarray) -> dict[str, np.ndarray]:
         return {m: v[idx].mean(axis=-1) for m, v in self._v.items()}
 
+    def summary(self) -> dict[str, tuple[float, float]]:
+        """metric -> (mean, population std) over the images."""
+        return {m: (float(v.mean()), float(v.std())) for m, v in self._v.items()}
+
     def same_images(self, other: "QualityEvaluation") -> None:
         if sorted(self.ids) != sorted(other.ids):
             raise DataError("paired comparison needs the same test images")
@@ -64,7 +68,10 @@ class QualityTask(Task):
     def metric_names(self, options: Mapping[str, Any]) -> list[str]:
         from taskeval.metrics.quality import QUALITY_METRICS, QUALITY_ORDER
 
-        names = list(options.get("metrics") or QUALITY_ORDER)
+        names = options.get("metrics") or QUALITY_ORDER
+        if isinstance(names, str):  # options.quality.metrics=EN,SD on the command line
+            names = [m.strip() for m in names.split(",") if m.strip()]
+        names = list(names)
         for n in names:
             QUALITY_METRICS.get(n)  # unknown names fail here, with a suggestion
         return names
