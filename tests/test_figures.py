@@ -16,6 +16,7 @@ from taskeval.imageio import read_rgb, write_png
 from taskeval.results import OVERALL, Row
 from taskeval.rundir import atomic_write_json, provenance
 from taskeval.store import Cell, ResultsStore
+from taskeval.tasks import get_task
 
 METHODS = ("ir", "vis", "avg", "best")
 DET_SEEDS = (0, 1)
@@ -119,7 +120,7 @@ def fake_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def run_data(fake_run):
-    from taskeval.figures import RunData
+    from taskeval.reporting.run import RunData
 
     return RunData.open(fake_run)
 
@@ -142,14 +143,14 @@ def test_run_data_orders_methods_as_configured(run_data):
 
 
 def test_default_protocol_prefers_retrained_over_fixed_screening():
-    from taskeval.figures import default_protocol
+    from taskeval.reporting.run import default_protocol
 
     assert default_protocol(["fixed:ref"] * 5 + ["quick-1"] * 2 + ["paper-2"] * 3) == "paper-2"
     assert default_protocol(["b", "a"]) == "a"
 
 
 def test_detection_scenes_where_recall_disagrees_most(run_data):
-    from taskeval.figures import load_detections, pick_detection_scenes
+    from taskeval.reporting.grids import load_detections, pick_detection_scenes
 
     ids = run_data.dataset().ids
     dets = {m: load_detections(c["dir"]) for m, c in run_data.task_cells("detection").items()}
@@ -159,7 +160,8 @@ def test_detection_scenes_where_recall_disagrees_most(run_data):
 
 
 def test_segmentation_scenes_where_miou_disagrees_most(run_data):
-    from taskeval.figures import load_confmats, per_image_miou, pick_segmentation_scenes
+    from taskeval.reporting.grids import per_image_miou, pick_segmentation_scenes
+    from taskeval.stats import load_confmats
 
     ds = run_data.dataset()
     right = hits(ds.ids)
@@ -176,14 +178,14 @@ def test_segmentation_scenes_where_miou_disagrees_most(run_data):
         expected_spread[sid] = np.std(mious)
     expected = sorted(ds.ids, key=lambda s: -expected_spread[s])
     cells = run_data.task_cells("segmentation")
-    got = pick_segmentation_scenes({m: per_image_miou(load_confmats(c["dir"])) for m, c in cells.items()},
+    got = pick_segmentation_scenes({m: per_image_miou(*load_confmats(c["dir"])) for m, c in cells.items()},
                                    ds.ids, 3)
     assert got == expected
     assert expected_spread[got[-1]] == 0.0
 
 
 def test_detection_grid_layout_boxes_threshold_and_inset(run_data):
-    from taskeval.figures import detection_grid
+    from taskeval.reporting.grids import detection_grid
 
     ds = run_data.dataset()
     sid = ds.ids[1]
@@ -217,7 +219,7 @@ def test_detection_grid_layout_boxes_threshold_and_inset(run_data):
 
 
 def test_detection_grid_threshold_keeps_low_score_boxes_when_asked(run_data):
-    from taskeval.figures import detection_grid
+    from taskeval.reporting.grids import detection_grid
 
     ds = run_data.dataset()
     fig = detection_grid(run_data, scenes=[ds.ids[1]], score_threshold=0.05)
@@ -227,7 +229,7 @@ def test_detection_grid_threshold_keeps_low_score_boxes_when_asked(run_data):
 
 
 def test_segmentation_grid_palette_and_legend(run_data):
-    from taskeval.figures import segmentation_grid
+    from taskeval.reporting.grids import segmentation_grid
 
     ds = run_data.dataset()
     card = ds.card
@@ -245,14 +247,14 @@ def test_segmentation_grid_palette_and_legend(run_data):
 
 
 def test_colourise_marks_ignored_pixels_white():
-    from taskeval.figures import colourise
+    from taskeval.reporting.grids import colourise
 
     out = colourise(np.array([[0, 1, 255, 7]]), [(1, 2, 3), (4, 5, 6)], 255)
     np.testing.assert_array_equal(out[0], [[1, 2, 3], [4, 5, 6], [255, 255, 255], [255, 255, 255]])
 
 
 def test_per_class_bars_mean_and_std_over_seeds(run_data):
-    from taskeval.figures import per_class_bars
+    from taskeval.reporting.charts import per_class_bars
 
     fig = per_class_bars(run_data, "detection")
     ax = fig.axes[0]
@@ -269,7 +271,7 @@ def test_per_class_bars_mean_and_std_over_seeds(run_data):
 
 
 def test_per_class_bars_segmentation_single_seed_has_no_error_bars(run_data):
-    from taskeval.figures import per_class_bars
+    from taskeval.reporting.charts import per_class_bars
 
     ax = per_class_bars(run_data, "segmentation").axes[0]
     bars = [c for c in ax.containers if isinstance(c, BarContainer)]
@@ -277,7 +279,7 @@ def test_per_class_bars_segmentation_single_seed_has_no_error_bars(run_data):
 
 
 def test_radar_minmax_and_rank_normalisation(run_data):
-    from taskeval.figures import radar_chart, radar_data
+    from taskeval.reporting.charts import radar_chart, radar_data
 
     data = radar_data(run_data)
     assert [m for _, m in data.axes] == ["mAP50", "mIoU", "mAcc", "EN", "AG", "VIF"]
@@ -298,11 +300,14 @@ def test_radar_minmax_and_rank_normalisation(run_data):
 
 
 def test_radar_flips_lower_is_better_and_leaves_gaps(run_data):
-    from taskeval.figures import RunData, radar_data
+    from taskeval.reporting.charts import radar_data
+    from taskeval.reporting.run import RunData
 
     extra = [Row(m, "quality", "synth", "-", None, "Nabf", OVERALL, v)
              for m, v in (("avg", 0.1), ("best", 0.3))]
-    run = RunData(run_data.path, run_data.cells, run_data.rows + extra, run_data.method_order)
+    quality = get_task("quality").run_spec({"metrics": [*QUALITY["ir"], "Nabf"]})
+    run = RunData(run_data.path, run_data.cells, run_data.rows + extra, run_data.method_order,
+                  {**run_data.specs, "quality": quality})
     data = radar_data(run, normalise="minmax")
     j = data.axes.index(("quality", "Nabf"))
     assert np.isnan(data.radius[0, j]) and np.isnan(data.radius[1, j])  # ir and vis have no Nabf
@@ -312,7 +317,7 @@ def test_radar_flips_lower_is_better_and_leaves_gaps(run_data):
 def test_save_and_render_all(fake_run, tmp_path):
     from PIL import Image
 
-    from taskeval.figures import render_all
+    from taskeval.reporting.figures import render_all
 
     figs = render_all(fake_run, tmp_path / "figs", n_scenes=2, insets=None)
     assert [f.name for f in figs] == ["detection_grid", "segmentation_grid", "detection_per_class",

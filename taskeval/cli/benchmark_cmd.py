@@ -57,7 +57,7 @@ def run(args) -> int:
         print(f"{missing} cell(s) of other shards are not finished yet: no report now. When every shard is done, "
               f"run `taskeval report {out}` or this command without --shard (it computes nothing more).")
     elif not args.no_report:
-        from taskeval.finalize import finalize
+        from taskeval.reporting.finalize import finalize
 
         finalize(out, progress=not args.quiet)
     return 0
