@@ -19,6 +19,7 @@ from taskeval.store import Cell, ResultsStore
 from taskeval.tasks import get_task
 
 METHODS = ("ir", "vis", "avg", "best")
+TASKS = ("detection", "segmentation", "quality")
 DET_SEEDS = (0, 1)
 NOTE = "weights trained by taskeval (fusion loss)"
 PROTOCOL = {"detection": "quick-aaaaaa", "segmentation": "quick-bbbbbb"}
@@ -38,16 +39,26 @@ def confmat(gt: np.ndarray, pred: np.ndarray, n: int) -> np.ndarray:
     return np.bincount(gt.ravel() * n + pred.ravel(), minlength=n * n).reshape(n, n).astype(np.int64)
 
 
-def make_fake_run(root: Path) -> Path:
-    """A finished benchmark run: 3 synthetic test pairs, methods ir/vis/avg/best, all three tasks."""
-    data, run = root / "data", root / "run"
-    card_path = generate(data, SynthConfig(n_train=4, n_test=3, height=64, width=80), progress=False)
+def make_fake_run(root: Path, tasks: tuple[str, ...] = TASKS, names: dict | None = None,
+                  data: Path | None = None) -> Path:
+    """A finished run in the results store: 3 synthetic test pairs, methods ir/vis/avg/best, the given tasks.
+
+    Args:
+        names: the name each of ir/vis/avg/best is written under (None: left out; default: itself).
+        data: a synthetic dataset folder to reuse (default: generated in ``root / "data"``).
+    """
+    run = root / "run"
+    if data is None:
+        data = root / "data"
+        generate(data, SynthConfig(n_train=4, n_test=3, height=64, width=80), progress=False)
+    card_path = data / "card.yaml"
     run.mkdir()
     card = load_card(card_path)
     ds = PairedDataset(card, "test")
     ids = ds.ids
-    config = {"name": "fake", "methods": ["ir", "vis", {"name": "avg", "weights": "train"}, "best"],
-              "seeds": list(DET_SEEDS)}
+    name = {m: m for m in METHODS} | (names or {})
+    listed = [{"name": name[m], "weights": "train"} if m == "avg" else name[m] for m in METHODS if name[m]]
+    config = {"name": "fake", "methods": listed, "seeds": list(DET_SEEDS)}
     (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     atomic_write_json(run / "provenance.json", provenance(config, DET_SEEDS))
     atomic_write_json(run / "dataset.json", {"card": str(card_path), "root": str(data), "test_split": "test"})
@@ -64,10 +75,12 @@ def make_fake_run(root: Path) -> Path:
     store = ResultsStore(run)
     classes = list(card.det_classes)
     for m in METHODS:
+        if name[m] is None:
+            continue
         note = NOTE if m == "avg" else ""
         meta = {"seconds": 1.0, "fused_test_dir": str(fused[m]), "note": note}
-        for seed in DET_SEEDS:
-            cell = Cell(m, "detection", "synth", PROTOCOL["detection"], seed)
+        for seed in DET_SEEDS if "detection" in tasks else ():
+            cell = Cell(name[m], "detection", "synth", PROTOCOL["detection"], seed)
             d = store.cell_dir(cell)
             dets = []
             for a in gt["annotations"]:
@@ -80,37 +93,45 @@ def make_fake_run(root: Path) -> Path:
             (d / "gt.json").write_text(json.dumps(gt))
             (d / "predictions.json").write_text(json.dumps(dets))
             ap = [v + 0.1 * seed for v in AP50[m]]
-            rows = [Row(m, "detection", "synth", cell.protocol, seed, "AP50", c, v, note)
+            rows = [Row(name[m], "detection", "synth", cell.protocol, seed, "AP50", c, v, note)
                     for c, v in zip(classes, ap)]
-            rows.append(Row(m, "detection", "synth", cell.protocol, seed, "mAP50", OVERALL,
+            rows.append(Row(name[m], "detection", "synth", cell.protocol, seed, "mAP50", OVERALL,
                             float(np.mean(ap)), note))
             store.finish(cell, rows, meta)
-        cell = Cell(m, "segmentation", "synth", PROTOCOL["segmentation"], 0)
-        d = store.cell_dir(cell)
-        n = len(card.seg_classes)
-        cms = []
-        for i, sid in enumerate(ids):
-            mask = ds.mask(i)
-            pred = mask if sid in right[m] else np.zeros_like(mask)
-            write_png(d / "pred" / f"{sid}.png", pred.astype(np.uint8))
-            cms.append(confmat(mask, pred, n))
-        np.savez_compressed(d / "per_image_confmat.npz", ids=np.array(ids), confmat=np.stack(cms))
-        tot = np.sum(cms, axis=0).astype(np.float64)
-        tp = np.diag(tot)
-        iou = tp / (tot.sum(0) + tot.sum(1) - tp)
-        rows = [Row(m, "segmentation", "synth", cell.protocol, 0, "IoU", c, v, note)
-                for c, v in zip(card.seg_classes, iou)]
-        rows += [Row(m, "segmentation", "synth", cell.protocol, 0, "mIoU", OVERALL, float(np.mean(iou)),
-                     note),
-                 Row(m, "segmentation", "synth", cell.protocol, 0, "mAcc", OVERALL,
-                     float(np.mean(tp / tot.sum(1))), note)]
-        store.finish(cell, rows, meta)
-        cell = Cell(m, "quality", "synth", "-", None)
-        store.cell_dir(cell)
-        store.finish(cell, [Row(m, "quality", "synth", "-", None, k, OVERALL, v, note)
-                            for k, v in QUALITY[m].items()], meta)
+        if "segmentation" in tasks:
+            segmentation_cell(store, name[m], right[m], ds, note, meta)
+        if "quality" in tasks:
+            cell = Cell(name[m], "quality", "synth", "-", None)
+            store.finish(cell, [Row(name[m], "quality", "synth", "-", None, k, OVERALL, v, note)
+                                for k, v in QUALITY[m].items()], meta)
     store.merge()
     return run
+
+
+def segmentation_cell(store: ResultsStore, method: str, right: set[str], ds: PairedDataset, note: str,
+                      meta: dict) -> None:
+    """A segmentation cell whose prediction is the ground truth on the ``right`` images, background elsewhere."""
+    card, ids = ds.card, ds.ids
+    cell = Cell(method, "segmentation", "synth", PROTOCOL["segmentation"], 0)
+    d = store.cell_dir(cell)
+    n = len(card.seg_classes)
+    cms = []
+    for i, sid in enumerate(ids):
+        mask = ds.mask(i)
+        pred = mask if sid in right else np.zeros_like(mask)
+        write_png(d / "pred" / f"{sid}.png", pred.astype(np.uint8))
+        cms.append(confmat(mask, pred, n))
+    np.savez_compressed(d / "per_image_confmat.npz", ids=np.array(ids), confmat=np.stack(cms))
+    tot = np.sum(cms, axis=0).astype(np.float64)
+    tp = np.diag(tot)
+    iou = tp / (tot.sum(0) + tot.sum(1) - tp)
+    rows = [Row(method, "segmentation", "synth", cell.protocol, 0, "IoU", c, v, note)
+            for c, v in zip(card.seg_classes, iou)]
+    rows += [Row(method, "segmentation", "synth", cell.protocol, 0, "mIoU", OVERALL, float(np.mean(iou)),
+                 note),
+             Row(method, "segmentation", "synth", cell.protocol, 0, "mAcc", OVERALL,
+                 float(np.mean(tp / tot.sum(1))), note)]
+    store.finish(cell, rows, meta)
 
 
 @pytest.fixture(scope="module")

@@ -231,7 +231,7 @@ def definition_modules(task: str) -> list[str]:
     modules = [first] + re.findall(r":mod:`~?([\w.]+)`", module_docstring(first) or "")
     try:
         protocol = adapter.load_protocol(None)
-    except (TaskevalError, ImportError, OSError, ValueError):  # documentation only: shown where it loads
+    except (TaskevalError, NotImplementedError, ImportError, OSError, ValueError):  # documentation only
         protocol = None
     if protocol is not None:
         modules.append(type(protocol).__module__)
