@@ -22,9 +22,10 @@ images, and paired comparisons of two methods on the same test images.
   differ image by image. The one-sided p-value is the fraction of replicates where A is not better
   (``A <= B``, or ``A >= B`` for a lower-is-better metric; two identical methods give p = 1). Any task
   whose adapter gives per-image scores (:meth:`taskeval.tasks.Task.evaluation`) can be compared
-  (:func:`compare_to_reference`); its spec gives the metric, its direction and the replicates. With several seeds, each seed is compared separately (same seed for A
-  and B) and the seed-averaged difference gets its own interval from the averaged replicates (image
-  sampling only; the per-seed estimates show the training-seed spread).
+  (:func:`compare_to_reference`); its spec gives the metric, its direction and the replicates. With
+  several seeds, each seed is compared separately (same seed for A and B) and the seed-averaged
+  difference gets its own interval from the averaged replicates (image sampling only; the per-seed
+  estimates show the training-seed spread).
 
 Everything is deterministic given ``seed``. Metric values are fractions in [0, 1] like the result rows.
 """
@@ -182,7 +183,7 @@ def seg_metrics(confmat: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _overall(scores: dict[str, np.ndarray], ndim: int) -> list[str]:
-    """The keys of ``scores`` with one value per matrix (not per class), for matrices of ``ndim`` leading axes."""
+    """The keys of ``scores`` with one value per matrix (not per class), for ``ndim`` leading axes."""
     return [k for k, v in scores.items() if np.ndim(v) == ndim]
 
 
@@ -652,10 +653,11 @@ def combine_seeds(per_seed: Sequence[PairedComparison]) -> MethodComparison:
     if not per_seed:
         raise ConfigError("no paired comparisons to combine")
     first = per_seed[0]
-    setups = {(c.metric, c.method_a, c.method_b, c.n_images, c.boot_seed, c.replicates.shape, c.higher_is_better)
-              for c in per_seed}
+    setups = {(c.metric, c.method_a, c.method_b, c.n_images, c.boot_seed, c.replicates.shape,
+               c.higher_is_better) for c in per_seed}
     if len(setups) != 1:
-        raise ConfigError("per-seed comparisons differ in metric, direction, methods, images or bootstrap draws")
+        raise ConfigError("per-seed comparisons differ in metric, direction, methods, images or bootstrap "
+                          "draws")
     pooled = _paired(first.metric, first.method_a, first.method_b, None,
                      float(np.mean([c.estimate for c in per_seed])),
                      np.mean([c.replicates for c in per_seed], axis=0), first.n_images, first.confidence,
@@ -666,7 +668,8 @@ def combine_seeds(per_seed: Sequence[PairedComparison]) -> MethodComparison:
 
 
 def best_reference(rows: Iterable[Row], task: str, metric: str, candidates: Sequence[str] = REFERENCE_METHODS,
-                   dataset: str | None = None, protocol: str | None = None, higher_is_better: bool = True) -> str:
+                   dataset: str | None = None, protocol: str | None = None,
+                   higher_is_better: bool = True) -> str:
     """The candidate (default the single-modality rows) with the best seed-mean overall ``metric`` (the
     highest, or the lowest when not ``higher_is_better``; ties: the first candidate)."""
     sign = 1.0 if higher_is_better else -1.0
@@ -770,7 +773,8 @@ def compare_to_reference(run_dir: str | Path, task: str, metric: str | None = No
         except NotImplementedError as exc:
             raise DataError(str(exc)) from None
         except OSError as exc:
-            raise DataError(f"{cell_dir}: cannot read the per-image scores of this {task} cell ({exc})") from None
+            raise DataError(f"{cell_dir}: cannot read the per-image scores of this {task} cell "
+                            f"({exc})") from None
         if "ev" in first:
             first["ev"].same_images(ev)  # raises on other images; puts ev's images in the first one's order
         else:

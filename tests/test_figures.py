@@ -110,7 +110,7 @@ def make_fake_run(root: Path, tasks: tuple[str, ...] = TASKS, names: dict | None
 
 def segmentation_cell(store: ResultsStore, method: str, right: set[str], ds: PairedDataset, note: str,
                       meta: dict) -> None:
-    """A segmentation cell whose prediction is the ground truth on the ``right`` images, background elsewhere."""
+    """A segmentation cell predicting the ground truth on the ``right`` images, background elsewhere."""
     card, ids = ds.card, ds.ids
     cell = Cell(method, "segmentation", "synth", PROTOCOL["segmentation"], 0)
     d = store.cell_dir(cell)

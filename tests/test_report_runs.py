@@ -24,7 +24,8 @@ COMMANDS = {
     "detect": (("detection",), None, ["detection_grid", "detection_per_class"], ["detection"]),
     "segment": (("segmentation",), None, ["segmentation_grid", "segmentation_per_class"], ["segmentation"]),
     "benchmark": (("detection", "segmentation", "quality"), None,
-                  ["detection_grid", "segmentation_grid", "detection_per_class", "segmentation_per_class", "radar"],
+                  ["detection_grid", "segmentation_grid", "detection_per_class", "segmentation_per_class",
+                   "radar"],
                   ["detection", "segmentation"]),
     "joint": (("segmentation",), JOINT, ["segmentation_grid", "segmentation_per_class"], []),
 }
@@ -79,17 +80,18 @@ def test_failed_cells_are_listed_never_read(data, tmp_path):
     failed = run / "cells" / "detection__bad__s0__0000dead"
     failed.mkdir()
     (failed / "cell.json").write_text(json.dumps({
-        "method": "bad", "task": "detection", "dataset": "synth", "protocol": PROTOCOL["detection"], "seed": 0,
-        "id": failed.name, "status": "failed"}))
-    (failed / "error.txt").write_text("Traceback (most recent call last):\n  ...\nRuntimeError: CUDA out of memory\n\n")
+        "method": "bad", "task": "detection", "dataset": "synth", "protocol": PROTOCOL["detection"],
+        "seed": 0, "id": failed.name, "status": "failed"}))
+    oom = "RuntimeError: CUDA out of memory"
+    (failed / "error.txt").write_text(f"Traceback (most recent call last):\n  ...\n{oom}\n\n")
     (failed / "rows.csv").write_text(rows_to_csv([Row("bad", "detection", "synth", PROTOCOL["detection"], 0,
                                                       "mAP50", "", 0.99)]))  # a stale file: never read
     data_ = RunData.open(run)
-    assert [f.method for f in data_.failed] == ["bad"] and data_.failed[0].error == "RuntimeError: CUDA out of memory"
+    assert [f.method for f in data_.failed] == ["bad"] and data_.failed[0].error == oom
     assert "bad" not in data_.method_order and all(r.method != "bad" for r in data_.rows)
     page = html.unescape(render_html(run, figures=[]))
     note = page[page.index('id="failed-cells"'):].split("</div>", 1)[0]
-    assert "<b>bad</b>, detection" in note and "RuntimeError: CUDA out of memory" in note
+    assert "<b>bad</b>, detection" in note and oom in note
     assert "<td>bad</td>" not in section(page, "results")
     assert "<td>failed</td>" in section(page, "provenance")
 
@@ -98,8 +100,8 @@ def test_run_before_the_store_is_refused_with_how_to_convert(tmp_path, capsys):
     run = tmp_path / "seg-run"
     cell = run / "cells" / "avg" / "quick-1a2b3c" / "seed0"
     cell.mkdir(parents=True)
-    (cell / "rows.csv").write_text(rows_to_csv([Row("avg", "segmentation", "msrs", "quick-1a2b3c", 0, "mIoU", "",
-                                                    0.5)]))
+    row = Row("avg", "segmentation", "msrs", "quick-1a2b3c", 0, "mIoU", "", 0.5)
+    (cell / "rows.csv").write_text(rows_to_csv([row]))
     assert main(["report", str(run)]) == 2
     err = capsys.readouterr().err
     assert "before the results store" in err and "--resume" in err and str(run) in err
@@ -126,5 +128,6 @@ def test_unknown_task_is_an_error_naming_it(data, tmp_path):
     run = make_fake_run(tmp_path, ("quality",), None, data)
     ResultsStore(run).finish(Cell("avg", "counting", "synth", "-", None),
                              [Row("avg", "counting", "synth", "-", None, "mae", "", 1.5)])
-    with pytest.raises(DataError, match="task 'counting' of its cells is neither in .*tasks.json nor registered"):
+    with pytest.raises(DataError, match="task 'counting' of its cells is neither in .*tasks.json nor "
+                                        "registered"):
         RunData.open(run)

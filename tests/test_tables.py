@@ -152,7 +152,8 @@ def test_detection_table_and_summary(rows):
     assert tables[1].value_text("fuse_a", 1) == "75.0" and "one fixed task network" in tables[2].caption
     quality = [Row("vis", "quality", "MSRS", "-", None, "EN", "", 7.0),
                Row("only_mi", "quality", "MSRS", "-", None, "MI", "", 2.0)]
-    specs = {"segmentation": SEG, "detection": DET, "quality": get_task("quality").run_spec({"metrics": ["EN", "MI"]})}
+    specs = {"segmentation": SEG, "detection": DET,
+             "quality": get_task("quality").run_spec({"metrics": ["EN", "MI"]})}
     s = summary_table(rows + det + quality, specs, methods=["fuse_a", "only_mi", "one_seed"])
     assert s.methods == ["ir", "vis", "fuse_a", "one_seed"]  # only_mi has no summary column: skipped
     assert [c.header for c in s.columns] == ["mIoU", "mAP@.5 (quick-d)", "mAP@.5:.95", "mAP@.5 (fixed:vis)", "EN↑"]

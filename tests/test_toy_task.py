@@ -26,7 +26,7 @@ SPEC = TaskSpec(
                     definition="mean absolute error of the per-image object count"),
              Metric("exact", header="exact", definition="share of images counted exactly")),
     headline=("mae", "exact"), radar=("mae",), paired=("mae", "exact"), n_boot=400,
-    caption="Object counting per test image: MAE of the count (lower is better) and the share counted exactly.",
+    caption="Object counting per test image: MAE of the count (lower is better), share counted exactly.",
     summary="count MAE and exact share")
 METHODS = ("ir", "vis", "avg", "best")
 SEEDS = (0, 1)
@@ -79,16 +79,19 @@ def make_counting_run(root: Path, with_tasks_json: bool) -> Path:
             order = listing_order(m, seed)
             lines = ["id,error"] + [f"{ids[k]},{err[k]}" for k in order]
             (store.cell_dir(cell) / "per_image.csv").write_text("\n".join(lines) + "\n")
-            store.finish(cell, [Row(m, "counting", "synth", "count-1", seed, "mae", OVERALL, float(err.mean())),
+            store.finish(cell, [Row(m, "counting", "synth", "count-1", seed, "mae", OVERALL,
+                                    float(err.mean())),
                                 Row(m, "counting", "synth", "count-1", seed, "exact", OVERALL,
                                     float((err == 0).mean()))])
-        quality = {"EN": 6 + METHODS.index(m) / 4, "AG": 3 - METHODS.index(m) / 4, "VIF": 0.5 + METHODS.index(m) / 8}
+        k = METHODS.index(m)
+        quality = {"EN": 6 + k / 4, "AG": 3 - k / 4, "VIF": 0.5 + k / 8}
         store.finish(Cell(m, "quality", "synth", "-", None),
                      [Row(m, "quality", "synth", "-", None, k, OVERALL, v) for k, v in quality.items()])
     (run / "config.yaml").write_text("name: toy\nmethods: [ir, vis, avg, best]\n")
     if with_tasks_json:
         quality_spec = get_task("quality").run_spec({"metrics": ["EN", "AG", "VIF"]})
-        (run / "tasks.json").write_text(json.dumps({"counting": SPEC.to_dict(), "quality": quality_spec.to_dict()}))
+        specs = {"counting": SPEC.to_dict(), "quality": quality_spec.to_dict()}
+        (run / "tasks.json").write_text(json.dumps(specs))
     return run
 
 
@@ -125,21 +128,25 @@ def check_reporting(run: Path, order: list[str]) -> str:
     t = tables["counting"]
     assert [c.header for c in t.columns] == ["MAE↓", "exact"]
     assert t.ranks(0)[best] == 1 and t.ranks(0)[second] == 2  # the LOWEST error is bold
-    assert t.value_text("ir", 0) == f"{maes['ir']:.2f} ± {np.std([count_errors('ir', s).mean() for s in SEEDS], ddof=1):.2f}"
+    sd = np.std([count_errors("ir", s).mean() for s in SEEDS], ddof=1)
+    assert t.value_text("ir", 0) == f"{maes['ir']:.2f} ± {sd:.2f}"
     assert SPEC.caption in t.caption and "over 2 training seeds" in t.caption
     s = tables["summary"]
     headers = {"counting": ["MAE↓", "exact"], "quality": ["EN↑", "VIF↑", "AG↑"]}  # the specs' headlines
     assert [c.header for c in s.columns] == [h for task in order for h in headers[task]]
-    assert s.ranks(0)[best] == 1 and "synth counting (protocol count-1, mean ± sd over 2 seeds): count MAE" in s.caption
+    assert s.ranks(0)[best] == 1
+    assert "synth counting (protocol count-1, mean ± sd over 2 seeds): count MAE" in s.caption
     radar = radar_data(data)
-    axes = {"counting": [("counting", "mae")], "quality": [("quality", "EN"), ("quality", "AG"), ("quality", "VIF")]}
+    axes = {"counting": [("counting", "mae")], "quality": [("quality", m) for m in ("EN", "AG", "VIF")]}
     assert radar.axes == [a for task in order for a in axes[task]]
     j = radar.axes.index(("counting", "mae"))
     assert radar.higher_is_better[j] is False
     worst = max(maes, key=maes.get)
-    assert radar.radius[radar.methods.index(best), j] == 1.0 and radar.radius[radar.methods.index(worst), j] == 0.2
+    assert radar.radius[radar.methods.index(best), j] == 1.0
+    assert radar.radius[radar.methods.index(worst), j] == 0.2
     ranked = radar_data(data, normalise="rank")
-    np.testing.assert_allclose(ranked.radius[:, j], [1 - sorted(maes.values()).index(maes[m]) / 4 for m in radar.methods])
+    better = [sorted(maes.values()).index(maes[m]) for m in radar.methods]  # methods with a lower MAE
+    np.testing.assert_allclose(ranked.radius[:, j], [1 - b / 4 for b in better])
     page = html.unescape(render_report(run).read_text())
     assert re.search(rf'<td>best</td><td class="best">{maes["best"]:.2f} ± [\d.]+</td>', page)
     assert re.findall(r'<figure id="fig-(\w+)">', page) == ["radar"]
@@ -177,6 +184,7 @@ def test_toy_task_registered_here_compares_in_its_direction(tmp_path, registered
     direct = count_errors("best", 0)[idx].mean(1) - count_errors("vis", 0)[idx].mean(1)
     np.testing.assert_allclose(best.per_seed[0].replicates, direct, atol=1e-12)
     # the report shows it in metric units with the metric's decimals, and the saved record keeps it
-    assert re.search(rf"<li>best vs vis: Δmae {expected:+.2f} \[-[\d.]+, -[\d.]+\], p = 0\.000 \(2 seeds", page)
+    assert re.search(rf"<li>best vs vis: Δmae {expected:+.2f} \[-[\d.]+, -[\d.]+\], p = 0\.000 \(2 seeds",
+                     page)
     saved = json.loads((run / "stats" / "counting_vs_reference.json").read_text())
     assert saved[0]["metric"] == "mae" and saved[0]["comparisons"][-1]["higher_is_better"] is False

@@ -61,7 +61,8 @@ def update_comparisons(run: RunData, seed: int = 0, confidence: float = 0.95) ->
         spec = run.spec(task)
         metric = spec.headline_metric
         if metric not in spec.paired:
-            log.info("no paired comparison for %s: its headline metric %s has no paired bootstrap", task, metric)
+            log.info("no paired comparison for %s: its headline metric %s has no paired bootstrap", task,
+                     metric)
             continue
         saved = {(r.get("dataset"), r.get("protocol")): r for r in saved_comparisons(run.path, task)}
         cells = [c for c in run.cells if c["task"] == task]
@@ -85,8 +86,9 @@ def update_comparisons(run: RunData, seed: int = 0, confidence: float = 0.95) ->
                             "comparisons": [_record(c) for c in comps], "notes": notes})
         if records:
             atomic_write_json(stats_path(run.path, task), records)
-            atomic_write_text(stats_path(run.path, task, "txt"), "\n".join(
-                line for r in records for line in [f"{r['dataset']}, protocol {r['protocol']}:", *r["notes"]]) + "\n")
+            lines = [line for r in records
+                     for line in [f"{r['dataset']}, protocol {r['protocol']}:", *r["notes"]]]
+            atomic_write_text(stats_path(run.path, task, "txt"), "\n".join(lines) + "\n")
         else:
             for ext in ("json", "txt"):
                 stats_path(run.path, task, ext).unlink(missing_ok=True)
@@ -101,8 +103,9 @@ def _record(c) -> dict:
     first = c.per_seed[0]
     return {"method": c.method_a, "reference": c.method_b, "metric": c.metric,
             "higher_is_better": c.higher_is_better, "estimate": _num(c.mean_estimate),
-            "seed_std": _num(c.seed_std), "low": _num(c.low), "high": _num(c.high), "p_value": _num(c.p_value),
+            "seed_std": _num(c.seed_std), "low": _num(c.low), "high": _num(c.high),
+            "p_value": _num(c.p_value),
             "n_seeds": c.n_seeds, "n_images": first.n_images, "n_boot": int(first.replicates.size),
             "confidence": first.confidence, "boot_seed": first.boot_seed,
-            "per_seed": [{"seed": p.seed, "estimate": _num(p.estimate), "low": _num(p.low), "high": _num(p.high),
-                          "p_value": _num(p.p_value)} for p in c.per_seed]}
+            "per_seed": [{"seed": p.seed, "estimate": _num(p.estimate), "low": _num(p.low),
+                          "high": _num(p.high), "p_value": _num(p.p_value)} for p in c.per_seed]}

@@ -36,13 +36,14 @@ class FigureOptions:
     scenes: tuple[str, ...] = ()   # test ids; empty = chosen where methods disagree most
     n_scenes: int = 3
     score_threshold: float = 0.25  # boxes drawn from this score
-    insets: dict = field(default_factory=dict)  # test id -> [x, y, w, h] pixel region magnified in every panel
+    insets: dict = field(default_factory=dict)  # test id -> [x, y, w, h] pixel region magnified in each panel
     draw_gt: bool = False          # ground-truth boxes (dashed) in the box grid
     radar: str = "minmax"          # radar axis normalisation: minmax or rank
 
 
 def config_figure_options(run_dir: str | Path) -> dict:
-    """The ``figures`` section of the run's latest configuration as keyword arguments of :func:`render_all`."""
+    """The ``figures`` section of the run's latest configuration as keyword arguments of
+    :func:`render_all`."""
     from taskeval.config import build
 
     f = build(FigureOptions, latest_config(run_dir).get("figures") or {}, prefix="figures.")
@@ -114,8 +115,8 @@ def render_all(run_dir: str | Path, out_dir: str | Path | None = None, scenes: S
                        f"retrained on it (score >= {score_threshold:g}; one colour per class"
                        + ("; dashed white: ground truth" if draw_gt else "") + ").")
             plans.append((f"{task}_grid", f"{task.capitalize()} examples", caption,
-                          lambda task=task: grids.detection_grid(run, chosen, n_scenes, score_threshold, insets,
-                                                                 draw_gt=draw_gt, task=task)))
+                          lambda task=task: grids.detection_grid(run, chosen, n_scenes, score_threshold,
+                                                                 insets, draw_gt=draw_gt, task=task)))
         elif labels == "masks":
             caption = (rows_text("the methods' per-image mIoU") + "Columns: IR, visible, ground truth, then "
                        "each method's prediction in the dataset palette.")
@@ -125,8 +126,8 @@ def render_all(run_dir: str | Path, out_dir: str | Path | None = None, scenes: S
         spec = run.spec(task)
         if spec.per_class is not None and task in with_rows:
             unit = " in %" if spec.metric(spec.per_class).percent else ""
-            caption = (f"Per-class {spec.per_class}{unit}, mean over seeds; error bars: sample standard deviation "
-                       "over seeds where a method has several.")
+            caption = (f"Per-class {spec.per_class}{unit}, mean over seeds; error bars: sample standard "
+                       "deviation over seeds where a method has several.")
             plans.append((f"{task}_per_class", f"Per-class {spec.per_class} ({task})", caption,
                           lambda task=task: charts.per_class_bars(run, task)))
     if with_rows:

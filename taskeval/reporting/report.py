@@ -1,4 +1,4 @@
-"""One self-contained HTML report of a benchmark run directory.
+"""One self-contained HTML report of a run directory (any command's: detect, segment, benchmark, joint).
 
 The page embeds every figure as a base64 PNG (the PDFs stay in ``RUN/figures``), the result tables of
 :mod:`taskeval.reporting.tables` (summary, per class, per-task metrics) with the paired comparisons as
@@ -101,8 +101,8 @@ RANK_CLASS = {1: ' class="best"', 2: ' class="second"', 0: ""}
 
 
 def table_html(t) -> str:
-    """A :class:`taskeval.reporting.tables.Table` as HTML: best bold, second underlined, a rule under the reference
-    rows, the caption and footnotes below."""
+    """A :class:`taskeval.reporting.tables.Table` as HTML: best bold, second underlined, a rule under the
+    reference rows, the caption and footnotes below."""
     ranks = [t.ranks(j) for j in range(len(t.columns))]
     head = "<th>Method</th>" + "".join(f"<th>{esc(c.header)}</th>" for c in t.columns)
     body = []
@@ -143,7 +143,7 @@ def summary_html(run: RunData, prov: dict | None, config: dict) -> str:
     dataset = read_json(run.path / "dataset.json") or {}
     lines = [
         ("run directory", str(run.path.resolve())),
-        ("benchmark", str(config.get("name", "–"))),
+        ("run name", str(config.get("name", "–"))),
         ("dataset", (f"{dataset.get('card', '–')} (test split {dataset.get('test_split', '–')!r}, root "
                      f"{dataset.get('root', '–')})")),
         ("methods", ", ".join(run.method_order) or "–"),
@@ -169,7 +169,8 @@ def summary_html(run: RunData, prov: dict | None, config: dict) -> str:
     if run.failed:
         items = "".join(f"<li><b>{esc(f.method)}</b>, {esc(f.task)}, protocol <code>{esc(f.protocol)}</code>"
                         + ("" if f.seed is None else f", seed {esc(f.seed)}")
-                        + f": {esc(f.error or 'no error recorded')} (<code>cells/{esc(f.id)}/error.txt</code>)</li>"
+                        + f": {esc(f.error or 'no error recorded')} "
+                        f"(<code>cells/{esc(f.id)}/error.txt</code>)</li>"
                         for f in run.failed)
         out.append(f'<div class="note" id="failed-cells"><p>Failed cells (not in the tables and figures; '
                    f"re-run the command with --resume to compute them again):</p><ul>{items}</ul></div>")
@@ -271,7 +272,8 @@ def provenance_html(run: RunData, config_text: str) -> str:
     cells += [(f.method, f.task, f.protocol, "" if f.seed is None else str(f.seed), "–", "failed", f.id)
               for f in run.failed]
     cells.sort(key=lambda c: (c[1], c[0], c[3], c[6]))
-    out.append("<h3>Cells</h3>" + table(["method", "task", "protocol", "seed", "seconds", "status", "cell"], cells))
+    header = ["method", "task", "protocol", "seed", "seconds", "status", "cell"]
+    out.append("<h3>Cells</h3>" + table(header, cells))
     return "\n".join(out)
 
 
@@ -320,7 +322,8 @@ def render_html(run_dir: str | Path, figures: Sequence[FigureFile] | None = None
 
 
 def render_report(run_dir: str | Path, out: str | Path | None = None, overwrite: bool = False,
-                  figures: Sequence[FigureFile] | None = None, compare: bool = True, **figure_options) -> Path:
+                  figures: Sequence[FigureFile] | None = None, compare: bool = True,
+                  **figure_options) -> Path:
     """Write the report of ``run_dir`` to ``out`` (default ``RUN/report.html``) and return its path.
 
     Raises:

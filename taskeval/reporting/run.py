@@ -27,9 +27,9 @@ from taskeval.stats import REFERENCE_METHODS
 from taskeval.tasks.base import TaskSpec
 
 LEGACY_HINT = ("it was written by `taskeval segment` before the results store (cells/<method>/<protocol>/"
-               "seed<k>/rows.csv, no cell.json), a layout reports cannot read. Convert it by running the same "
-               "`taskeval segment` command again with --out {path} --resume: finished trainings are reused and "
-               "the cells are written into the store (cells/<id>/cell.json)")
+               "seed<k>/rows.csv, no cell.json), a layout reports cannot read. Convert it by running the "
+               "same `taskeval segment` command again with --out {path} --resume: finished trainings are "
+               "reused and the cells are written into the store (cells/<id>/cell.json)")
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,8 @@ class RunData:
         path: the run directory.
         cells: metadata of every finished cell (``cell.json`` plus ``"dir"``).
         rows: every result row of the finished cells.
-        method_order: methods in the order of ``config.yaml``'s ``methods`` (others appended, references first).
+        method_order: methods in the order of ``config.yaml``'s ``methods`` (others appended, references
+            first).
         specs: task name -> its spec in this run, in the run's task order.
         failed: the failed cells.
     """
@@ -121,8 +122,8 @@ class RunData:
         try:
             return self.specs[task]
         except KeyError:
-            raise DataError(f"{self.path}: no task {task!r} in this run (tasks: {', '.join(self.specs) or 'none'})"
-                            ) from None
+            raise DataError(f"{self.path}: no task {task!r} in this run "
+                            f"(tasks: {', '.join(self.specs) or 'none'})") from None
 
     # -------------------------------------------------------------------------------------------- methods
     def ordered(self, methods: Iterable[str]) -> list[str]:
@@ -197,7 +198,8 @@ def load_specs(path: Path, cells: Sequence[dict], rows: Sequence[Row]) -> dict[s
             try:
                 specs[name] = TaskSpec.from_dict(d)
             except (TypeError, KeyError, ValueError, AttributeError) as exc:
-                raise DataError(f"{f}: the spec of task {name!r} is not valid ({type(exc).__name__}: {exc})") from None
+                raise DataError(f"{f}: the spec of task {name!r} is not valid "
+                                f"({type(exc).__name__}: {exc})") from None
             if specs[name].name != name:
                 raise DataError(f"{f}: the spec under {name!r} is called {specs[name].name!r}")
     found = list(dict.fromkeys([c["task"] for c in cells] + [r.task for r in rows]))
@@ -220,9 +222,9 @@ def registered_spec(path: Path, task: str, cells: Sequence[dict], rows: Sequence
     try:
         adapter = get_task(task)
     except RegistryError:
-        raise DataError(f"{path}: task {task!r} of its cells is neither in {path / 'tasks.json'} nor registered "
-                        f"in this process (registered: {', '.join(list_tasks())}); load its plug-in "
-                        "(--plugin FILE or its entry point) to report this run") from None
+        raise DataError(f"{path}: task {task!r} of its cells is neither in {path / 'tasks.json'} nor "
+                        f"registered in this process (registered: {', '.join(list_tasks())}); load its "
+                        "plug-in (--plugin FILE or its entry point) to report this run") from None
     names = [m for c in cells if c["task"] == task for m in c.get("metrics") or ()]
     names = list(dict.fromkeys(names + [r.metric for r in rows if r.task == task]))
     try:
@@ -252,6 +254,6 @@ def _failed(meta: dict) -> FailedCell:
         lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
         error = lines[-1] if lines else ""
     error = error or str(meta.get("error") or "")
-    return FailedCell(str(meta.get("id", Path(meta["dir"]).name)), str(meta.get("method", "?")),
-                      str(meta.get("task", "?")), str(meta.get("dataset", "?")), str(meta.get("protocol", "?")),
-                      meta.get("seed"), error, meta["dir"])
+    field_ = {k: str(meta.get(k, "?")) for k in ("method", "task", "dataset", "protocol")}
+    return FailedCell(str(meta.get("id", Path(meta["dir"]).name)), field_["method"], field_["task"],
+                      field_["dataset"], field_["protocol"], meta.get("seed"), error, meta["dir"])

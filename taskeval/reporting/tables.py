@@ -158,7 +158,8 @@ def column(spec: TaskSpec, metric: str, dataset: str, protocol: str, cls: str = 
 
 
 def order_methods(found: Iterable[str], methods: Sequence[str] | None = None,
-                  references: Sequence[str] = REFERENCE_METHODS, known: Iterable[str] | None = None) -> list[str]:
+                  references: Sequence[str] = REFERENCE_METHODS,
+                  known: Iterable[str] | None = None) -> list[str]:
     """Row order: the references that have rows first (in ``references`` order, always shown), then
     ``methods`` (a selection and its order; those without rows in this table are skipped) or every other
     method in order of first appearance.
@@ -177,7 +178,8 @@ def order_methods(found: Iterable[str], methods: Sequence[str] | None = None,
         known = set(found if known is None else known)
         missing = [m for m in methods if m not in known]
         if missing:
-            raise ConfigError(f"no rows for method(s) {missing}; methods with rows: {', '.join(sorted(known))}")
+            raise ConfigError(f"no rows for method(s) {missing}; methods with rows: "
+                              f"{', '.join(sorted(known))}")
         chosen = [m for m in dict.fromkeys(methods) if m in found]
     refs = [r for r in references if r in found]
     return refs + [m for m in chosen if m not in refs]
@@ -241,7 +243,8 @@ def _groups(rows: Sequence[Row], specs: Mapping[str, TaskSpec], keep=lambda spec
     """(task, dataset, protocol) of the rows whose task is in ``specs`` (and ``keep(spec)``), in the order of
     ``specs``, then of first appearance."""
     order = {t: k for k, t in enumerate(specs)}
-    found = dict.fromkeys((r.task, r.dataset, r.protocol) for r in rows if r.task in specs and keep(specs[r.task]))
+    found = dict.fromkeys((r.task, r.dataset, r.protocol) for r in rows
+                          if r.task in specs and keep(specs[r.task]))
     return sorted(found, key=lambda g: order[g[0]])  # stable: first appearance within a task
 
 
