@@ -19,10 +19,13 @@ images, and paired comparisons of two methods on the same test images.
 
 * **Paired comparison** of methods A and B evaluated on the same test images: both are scored on the same
   resampled image indices, so the spread of ``metric(A) - metric(B)`` reflects only how the methods
-  differ image by image. The one-sided p-value is the fraction of replicates with ``A <= B`` (so two
-  identical methods give p = 1). With several seeds, each seed is compared separately (same seed for A
-  and B) and the seed-averaged difference gets its own interval from the averaged replicates (image
-  sampling only; the per-seed estimates show the training-seed spread).
+  differ image by image. The one-sided p-value is the fraction of replicates where A is not better
+  (``A <= B``, or ``A >= B`` for a lower-is-better metric; two identical methods give p = 1). Any task
+  whose adapter gives per-image scores (:meth:`taskeval.tasks.Task.evaluation`) can be compared
+  (:func:`compare_to_reference`); its spec gives the metric, its direction and the replicates. With
+  several seeds, each seed is compared separately (same seed for A and B) and the seed-averaged
+  difference gets its own interval from the averaged replicates (image sampling only; the per-seed
+  estimates show the training-seed spread).
 
 Everything is deterministic given ``seed``. Metric values are fractions in [0, 1] like the result rows.
 """
@@ -43,13 +46,6 @@ import numpy as np
 from taskeval.errors import ConfigError, DataError
 from taskeval.results import Row
 
-SEG_METRICS = ("mIoU", "mIoU_nobg", "mAcc", "pixel_acc")
-DET_METRICS = ("mAP50", "mAP50_95")
-DEFAULT_METRIC = {"detection": "mAP50", "segmentation": "mIoU"}
-# Cost on one slow CPU core: segmentation 1000 replicates of 361 images x 9 classes in ~0.1 s; detection
-# one pycocotools per-image evaluation per cell (~8 s for 840 images, 84k detections) then ~20 ms per
-# replicate (it grows with the true positives, not with the detections), so 200 replicates ~4 s.
-DEFAULT_BOOT = {"detection": 200, "segmentation": 1000}
 REFERENCE_METHODS = ("ir", "vis")
 
 SeedKey = tuple[str, str, str, str, str, str]  # (method, task, dataset, protocol, metric, cls)
@@ -171,9 +167,8 @@ def _ci(metric: str, estimate: float, reps: np.ndarray, n: int, confidence: floa
 
 # ------------------------------------------------------------------------------------------- segmentation
 def seg_metrics(confmat: np.ndarray) -> dict[str, np.ndarray]:
-    """Segmentation scores of one or many confusion matrices, vectorised over leading axes.
-
-    Same definitions and keys as :func:`taskeval.metrics.segmentation.seg_scores_from_confmat`.
+    """Segmentation scores of one or many confusion matrices, vectorised over leading axes:
+    :func:`taskeval.metrics.segmentation.scores_from_confmat` (the one implementation).
 
     Args:
         confmat: (..., C, C) pixel counts, rows = ground truth, columns = prediction.
@@ -181,26 +176,15 @@ def seg_metrics(confmat: np.ndarray) -> dict[str, np.ndarray]:
     Returns:
         ``{"IoU": (..., C), "Acc": (..., C), "mIoU", "mIoU_nobg", "mAcc", "pixel_acc": (...)}`` float64.
     """
-    cm = np.asarray(confmat, np.float64)
-    tp = np.diagonal(cm, axis1=-2, axis2=-1)
-    gt = cm.sum(axis=-1)
-    pred = cm.sum(axis=-2)
-    union = gt + pred - tp
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(union > 0, tp / np.maximum(union, 1), np.nan)
-        acc = np.where(gt > 0, tp / np.maximum(gt, 1), np.nan)
-        total = gt.sum(axis=-1)
-        pixel = np.where(total > 0, tp.sum(axis=-1) / np.maximum(total, 1), np.nan)
-    return {"IoU": iou, "Acc": acc, "mIoU": _nanmean_last(iou), "mIoU_nobg": _nanmean_last(iou[..., 1:]),
-            "mAcc": _nanmean_last(acc), "pixel_acc": pixel}
+    # imported here: the module imports torchmetrics (seconds), which tables and figures never need
+    from taskeval.metrics.segmentation import scores_from_confmat
+
+    return scores_from_confmat(confmat)
 
 
-def _nanmean_last(x: np.ndarray) -> np.ndarray:
-    keep = ~np.isnan(x)
-    n = keep.sum(axis=-1)
-    s = np.where(keep, x, 0.0).sum(axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n > 0, s / np.maximum(n, 1), np.nan)
+def _overall(scores: dict[str, np.ndarray], ndim: int) -> list[str]:
+    """The keys of ``scores`` with one value per matrix (not per class), for ``ndim`` leading axes."""
+    return [k for k, v in scores.items() if np.ndim(v) == ndim]
 
 
 def _check_confmats(confmats: np.ndarray) -> np.ndarray:
@@ -223,9 +207,8 @@ def seg_replicate_confmats(confmats: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return (counts @ cm.reshape(n, c * c).astype(np.float64)).reshape(-1, c, c)
 
 
-def bootstrap_segmentation(confmats: np.ndarray, n_boot: int = DEFAULT_BOOT["segmentation"], seed: int = 0,
-                           confidence: float = 0.95,
-                           metrics: Sequence[str] = SEG_METRICS) -> dict[str, BootstrapCI]:
+def bootstrap_segmentation(confmats: np.ndarray, n_boot: int = 1000, seed: int = 0, confidence: float = 0.95,
+                           metrics: Sequence[str] | None = None) -> dict[str, BootstrapCI]:
     """Percentile bootstrap intervals of segmentation scores over test images.
 
     Args:
@@ -233,14 +216,15 @@ def bootstrap_segmentation(confmats: np.ndarray, n_boot: int = DEFAULT_BOOT["seg
         n_boot: replicates (1000 take ~0.1 s for 361 images x 9 classes).
         seed: resampling seed.
         confidence: two-sided level of the percentile interval.
-        metrics: any of ``mIoU``, ``mIoU_nobg``, ``mAcc``, ``pixel_acc``.
+        metrics: any of ``mIoU``, ``mIoU_nobg``, ``mAcc``, ``pixel_acc`` (default: all of them).
 
     Returns:
         metric -> :class:`BootstrapCI` (fractions in [0, 1]).
     """
-    _check_metrics(metrics, SEG_METRICS)
     cm = _check_confmats(confmats)
     full = seg_metrics(cm.sum(axis=0))
+    metrics = _overall(full, 0) if metrics is None else list(metrics)
+    _check_metrics(metrics, _overall(full, 0))
     reps = seg_metrics(seg_replicate_confmats(cm, bootstrap_indices(cm.shape[0], n_boot, seed)))
     return {m: _ci(m, full[m], reps[m], cm.shape[0], confidence, seed) for m in metrics}
 
@@ -482,7 +466,7 @@ def _rescore_replicates(gt: dict, dets: list[dict], idx: np.ndarray, backend: st
     return out
 
 
-def bootstrap_detection(gt: dict, dets: list[dict], n_boot: int = DEFAULT_BOOT["detection"], seed: int = 0,
+def bootstrap_detection(gt: dict, dets: list[dict], n_boot: int = 200, seed: int = 0,
                         confidence: float = 0.95, engine: str = "accumulate",
                         backend: str = "auto") -> dict[str, BootstrapCI]:
     """Percentile bootstrap intervals of mAP50 and mAP50_95 over test images.
@@ -494,7 +478,8 @@ def bootstrap_detection(gt: dict, dets: list[dict], n_boot: int = DEFAULT_BOOT["
         seed: resampling seed.
         confidence: two-sided level.
         engine: ``"accumulate"`` (pycocotools' per-image evaluation once, COCO's accumulation per replicate;
-            see :data:`DEFAULT_BOOT` for the cost) or ``"rescore"`` (re-run the COCO backend on every
+            on one slow CPU core ~8 s per 840 images x 100 detections, then ~20 ms per replicate, growing
+            with the true positives) or ``"rescore"`` (re-run the COCO backend on every
             renumbered replicate, :func:`resample_coco`; the same numbers, several hundred times slower).
         backend: COCO backend of ``"rescore"`` (see :func:`taskeval.metrics.detection.resolve_backend`).
 
@@ -510,7 +495,7 @@ def bootstrap_detection(gt: dict, dets: list[dict], n_boot: int = DEFAULT_BOOT["
         reps = detection_replicates(ev, idx)
     else:
         reps = _rescore_replicates(gt, dets, idx, backend)
-    return {m: _ci(m, full[m][0], reps[m], ev.n_images, confidence, seed) for m in DET_METRICS}
+    return {m: _ci(m, full[m][0], reps[m], ev.n_images, confidence, seed) for m in full}
 
 
 def load_detections(cell_dir: str | Path) -> tuple[dict, list[dict]]:
@@ -531,9 +516,11 @@ class PairedComparison:
         estimate: the difference on the full test set.
         mean_diff: mean of the replicate differences.
         low, high: percentile interval of the difference.
-        p_value: fraction of replicates with ``A <= B`` (one-sided; identical methods give 1.0).
+        p_value: fraction of replicates where A is not better than B (one-sided; identical methods give
+            1.0): ``A <= B`` when higher is better, ``A >= B`` when lower is better.
         replicates: (B,) replicate differences.
         seed: the cells' training seed (None when A and B are seed-averaged, see :class:`MethodComparison`).
+        higher_is_better: the metric's direction.
     """
 
     metric: str
@@ -549,15 +536,18 @@ class PairedComparison:
     n_images: int
     confidence: float
     boot_seed: int
+    higher_is_better: bool = True
 
 
 def _paired(metric: str, a: str, b: str, seed: int | None, est: float, diff: np.ndarray, n: int,
-            confidence: float, boot_seed: int) -> PairedComparison:
+            confidence: float, boot_seed: int, higher_is_better: bool = True) -> PairedComparison:
     lo, hi = percentile_interval(diff, confidence)
     finite = diff[np.isfinite(diff)]
     mean = float(finite.mean()) if finite.size else math.nan
-    p = float(np.mean(finite <= 0)) if finite.size else math.nan
-    return PairedComparison(metric, a, b, seed, float(est), mean, lo, hi, p, diff, n, confidence, boot_seed)
+    not_better = finite <= 0 if higher_is_better else finite >= 0
+    p = float(np.mean(not_better)) if finite.size else math.nan
+    return PairedComparison(metric, a, b, seed, float(est), mean, lo, hi, p, diff, n, confidence, boot_seed,
+                            higher_is_better)
 
 
 def align_ids(ref_ids: Sequence[str], ids: Sequence[str], confmats: np.ndarray) -> np.ndarray:
@@ -574,7 +564,7 @@ def align_ids(ref_ids: Sequence[str], ids: Sequence[str], confmats: np.ndarray) 
 
 
 def paired_segmentation(confmats_a: np.ndarray, confmats_b: np.ndarray, metric: str = "mIoU",
-                        n_boot: int = DEFAULT_BOOT["segmentation"], seed: int = 0, confidence: float = 0.95,
+                        n_boot: int = 1000, seed: int = 0, confidence: float = 0.95,
                         names: tuple[str, str] = ("A", "B"), cell_seed: int | None = None) -> PairedComparison:
     """Paired bootstrap of a segmentation score difference.
 
@@ -585,14 +575,15 @@ def paired_segmentation(confmats_a: np.ndarray, confmats_b: np.ndarray, metric: 
         names: (A, B) method names recorded in the result.
         cell_seed: the training seed of both cells, recorded in the result.
     """
-    _check_metrics([metric], SEG_METRICS)
     a, b = _check_confmats(confmats_a), _check_confmats(confmats_b)
     if a.shape != b.shape:
         raise DataError(f"paired comparison needs per-image matrices of one shape: {a.shape} vs {b.shape}")
+    full_a = seg_metrics(a.sum(0))
+    _check_metrics([metric], _overall(full_a, 0))
     idx = bootstrap_indices(a.shape[0], n_boot, seed)
     diff = (seg_metrics(seg_replicate_confmats(a, idx))[metric]
             - seg_metrics(seg_replicate_confmats(b, idx))[metric])
-    est = seg_metrics(a.sum(0))[metric] - seg_metrics(b.sum(0))[metric]
+    est = full_a[metric] - seg_metrics(b.sum(0))[metric]
     return _paired(metric, *names, cell_seed, est, diff, a.shape[0], confidence, seed)
 
 
@@ -605,21 +596,22 @@ def _same_ground_truth(ev_a: DetectionEval, ev_b: DetectionEval) -> None:
 
 
 def paired_detection_evals(ev_a: DetectionEval, ev_b: DetectionEval, metric: str = "mAP50",
-                           n_boot: int = DEFAULT_BOOT["detection"], seed: int = 0, confidence: float = 0.95,
+                           n_boot: int = 200, seed: int = 0, confidence: float = 0.95,
                            names: tuple[str, str] = ("A", "B"),
                            cell_seed: int | None = None) -> PairedComparison:
     """Paired bootstrap of a detection score difference from two :func:`evaluate_images` results."""
-    _check_metrics([metric], DET_METRICS)
     _same_ground_truth(ev_a, ev_b)
-    idx = bootstrap_indices(ev_a.n_images, n_boot, seed)
     full = np.arange(ev_a.n_images)[None]
-    est = detection_replicates(ev_a, full)[metric][0] - detection_replicates(ev_b, full)[metric][0]
+    full_a = detection_replicates(ev_a, full)
+    _check_metrics([metric], list(full_a))
+    idx = bootstrap_indices(ev_a.n_images, n_boot, seed)
+    est = full_a[metric][0] - detection_replicates(ev_b, full)[metric][0]
     diff = detection_replicates(ev_a, idx)[metric] - detection_replicates(ev_b, idx)[metric]
     return _paired(metric, *names, cell_seed, est, diff, ev_a.n_images, confidence, seed)
 
 
 def paired_detection(gt: dict, dets_a: list[dict], dets_b: list[dict], metric: str = "mAP50",
-                     n_boot: int = DEFAULT_BOOT["detection"], seed: int = 0, confidence: float = 0.95,
+                     n_boot: int = 200, seed: int = 0, confidence: float = 0.95,
                      names: tuple[str, str] = ("A", "B"), cell_seed: int | None = None) -> PairedComparison:
     """Paired bootstrap of ``metric(dets_a) - metric(dets_b)`` against one COCO ground truth."""
     return paired_detection_evals(evaluate_images(gt, dets_a), evaluate_images(gt, dets_b), metric, n_boot,
@@ -636,7 +628,8 @@ class MethodComparison:
         seed_std: their sample standard deviation (NaN with one seed).
         low, high: interval of the seed-averaged difference (replicates averaged over seeds; the same
             image indices for every seed, so it reflects test-image sampling only).
-        p_value: fraction of seed-averaged replicates with ``A <= B``.
+        p_value: fraction of seed-averaged replicates where A is not better than B.
+        higher_is_better: the metric's direction.
     """
 
     metric: str
@@ -648,6 +641,7 @@ class MethodComparison:
     low: float
     high: float
     p_value: float
+    higher_is_better: bool = True
 
     @property
     def n_seeds(self) -> int:
@@ -659,26 +653,30 @@ def combine_seeds(per_seed: Sequence[PairedComparison]) -> MethodComparison:
     if not per_seed:
         raise ConfigError("no paired comparisons to combine")
     first = per_seed[0]
-    setups = {(c.metric, c.method_a, c.method_b, c.n_images, c.boot_seed, c.replicates.shape) for c in per_seed}
+    setups = {(c.metric, c.method_a, c.method_b, c.n_images, c.boot_seed, c.replicates.shape,
+               c.higher_is_better) for c in per_seed}
     if len(setups) != 1:
-        raise ConfigError("per-seed comparisons differ in metric, methods, images or bootstrap draws")
+        raise ConfigError("per-seed comparisons differ in metric, direction, methods, images or bootstrap "
+                          "draws")
     pooled = _paired(first.metric, first.method_a, first.method_b, None,
                      float(np.mean([c.estimate for c in per_seed])),
                      np.mean([c.replicates for c in per_seed], axis=0), first.n_images, first.confidence,
-                     first.boot_seed)
+                     first.boot_seed, first.higher_is_better)
     spread = summarize_values([c.estimate for c in per_seed])
     return MethodComparison(first.metric, first.method_a, first.method_b, tuple(per_seed), pooled.estimate,
-                            spread.std, pooled.low, pooled.high, pooled.p_value)
+                            spread.std, pooled.low, pooled.high, pooled.p_value, first.higher_is_better)
 
 
 def best_reference(rows: Iterable[Row], task: str, metric: str, candidates: Sequence[str] = REFERENCE_METHODS,
-                   dataset: str | None = None, protocol: str | None = None) -> str:
-    """The candidate (default the single-modality rows) with the highest seed-mean overall ``metric``
-    (ties: the first candidate)."""
+                   dataset: str | None = None, protocol: str | None = None,
+                   higher_is_better: bool = True) -> str:
+    """The candidate (default the single-modality rows) with the best seed-mean overall ``metric`` (the
+    highest, or the lowest when not ``higher_is_better``; ties: the first candidate)."""
+    sign = 1.0 if higher_is_better else -1.0
     stats = seed_summary(r for r in rows if r.task == task and r.metric == metric and r.cls == ""
                          and (dataset is None or r.dataset == dataset)
                          and (protocol is None or r.protocol == protocol))
-    means = {m: max((s.mean for k, s in stats.items() if k[0] == m and math.isfinite(s.mean)),
+    means = {m: max((sign * s.mean for k, s in stats.items() if k[0] == m and math.isfinite(s.mean)),
                     default=-math.inf) for m in candidates}
     best = max(candidates, key=lambda m: means[m])
     if means[best] == -math.inf:
@@ -689,40 +687,59 @@ def best_reference(rows: Iterable[Row], task: str, metric: str, candidates: Sequ
 def compare_to_reference(run_dir: str | Path, task: str, metric: str | None = None,
                          reference: str | None = None, methods: Sequence[str] | None = None,
                          dataset: str | None = None, protocol: str | None = None, n_boot: int | None = None,
-                         seed: int = 0, confidence: float = 0.95) -> list[MethodComparison]:
-    """Every method of a benchmark run against a reference, paired over test images and per seed.
+                         seed: int = 0, confidence: float = 0.95, spec=None) -> list[MethodComparison]:
+    """Every method of a run against a reference, paired over test images and per seed, for any task whose
+    adapter gives per-image scores (:meth:`taskeval.tasks.Task.evaluation`).
 
     Each cell is scored once on the full test set and on every replicate of one shared set of image
-    indices, so all comparisons use the same draws.
+    indices, so all comparisons use the same draws; the first cell scored fixes the image order and every
+    other cell is checked against it (``Evaluation.same_images``).
 
     Args:
-        run_dir: benchmark run directory (read through :class:`taskeval.store.ResultsStore`).
-        task: ``"detection"`` or ``"segmentation"``.
-        metric: default ``mAP50`` / ``mIoU``.
+        run_dir: run directory (finished cells of :class:`taskeval.store.ResultsStore`; failed ones skipped).
+        task: a registered task name.
+        metric: one of the spec's ``paired`` metrics; default its headline metric.
         reference: the method B of every comparison; default the best single-modality row
-            (:func:`best_reference`).
+            (:func:`best_reference`, in the metric's direction).
         methods: the methods A (default: every other method with cells of this task, references first).
         dataset, protocol: select the cells when the run holds several.
-        n_boot: replicates (default :data:`DEFAULT_BOOT`).
+        n_boot: replicates (default the spec's ``n_boot``).
         seed: resampling seed.
         confidence: two-sided level.
+        spec: the task's :class:`~taskeval.tasks.TaskSpec` in this run (default the registered one).
 
     Returns:
         one :class:`MethodComparison` per method that shares at least one seed with the reference.
 
     Raises:
-        DataError: missing artefacts, no cells, cells of several datasets/protocols without a selection,
-            or cells that were not evaluated on the same test images.
+        DataError: the task is not registered here or has no per-image evaluation, its headline metric has
+            no paired bootstrap, missing artefacts, no cells, cells of several datasets/protocols without a
+            selection, or cells that were not evaluated on the same test images.
+        ConfigError: ``metric`` is not a paired metric of the task.
     """
+    from taskeval.errors import RegistryError
+    from taskeval.results import read_rows
     from taskeval.store import ResultsStore
+    from taskeval.tasks import get_task
 
-    if task not in DEFAULT_METRIC:
-        raise ConfigError(f"paired comparisons exist for detection and segmentation, not {task!r}")
-    metric = metric or DEFAULT_METRIC[task]
-    _check_metrics([metric], DET_METRICS if task == "detection" else SEG_METRICS)
-    n_boot = n_boot or DEFAULT_BOOT[task]
-    store = ResultsStore(run_dir)
-    cells = [c for c in store.done_cells() if c["task"] == task and (dataset is None or c["dataset"] == dataset)
+    try:
+        adapter = get_task(task)
+    except RegistryError as exc:
+        raise DataError(f"task {task!r} is not registered in this process: no per-image evaluation of its "
+                        f"cells ({exc})") from None
+    spec = spec or adapter.spec
+    if metric is None:
+        metric = spec.headline[0]
+        if metric not in spec.paired:
+            raise DataError(f"task {task!r}: its headline metric {metric!r} has no paired bootstrap "
+                            f"(paired metrics: {', '.join(spec.paired) or 'none'})")
+    elif metric not in spec.paired:
+        raise ConfigError(f"task {task!r} has no paired bootstrap of {metric!r}; paired metrics: "
+                          f"{', '.join(spec.paired) or 'none'}")
+    higher = spec.metric(metric).higher_is_better
+    n_boot = n_boot or spec.n_boot
+    cells = [c for c in ResultsStore(run_dir).done_cells() if c.get("status", "done") == "done"
+             and c["task"] == task and (dataset is None or c["dataset"] == dataset)
              and (protocol is None or c["protocol"] == protocol)]
     if not cells:
         raise DataError(f"no finished {task} cells in {run_dir}")
@@ -730,7 +747,8 @@ def compare_to_reference(run_dir: str | Path, task: str, metric: str | None = No
     if len(groups) > 1:
         raise DataError(f"{task} cells of several dataset/protocol pairs {sorted(groups)}: choose one")
     if reference is None:
-        reference = best_reference(store.rows(), task, metric, dataset=dataset, protocol=protocol)
+        rows = [r for c in cells for r in read_rows(Path(c["dir"]) / "rows.csv")]
+        reference = best_reference(rows, task, metric, higher_is_better=higher)
     by_method: dict[str, dict[int | None, str]] = defaultdict(dict)
     for c in cells:
         by_method[c["method"]][c["seed"]] = c["dir"]
@@ -744,30 +762,28 @@ def compare_to_reference(run_dir: str | Path, task: str, metric: str | None = No
     if missing:
         raise DataError(f"no {task} cells for {missing} in {run_dir}")
 
-    first: dict[str, object] = {}  # the first cell scored fixes the image order and the draws
+    first: dict[str, object] = {}  # the first cell scored: its evaluation (image order) and the draws
     scored: dict[str, tuple[float, np.ndarray]] = {}
 
     def score(cell_dir: str) -> tuple[float, np.ndarray]:
         if cell_dir in scored:
             return scored[cell_dir]
-        if task == "detection":
-            ev = evaluate_images(*load_detections(cell_dir))
-            first.setdefault("ev", ev)
-            _same_ground_truth(first["ev"], ev)
-            first.setdefault("idx", bootstrap_indices(ev.n_images, n_boot, seed))
-            est = detection_replicates(ev, np.arange(ev.n_images)[None])[metric][0]
-            reps = detection_replicates(ev, first["idx"])[metric]
+        try:
+            ev = adapter.evaluation(cell_dir)
+        except NotImplementedError as exc:
+            raise DataError(str(exc)) from None
+        except OSError as exc:
+            raise DataError(f"{cell_dir}: cannot read the per-image scores of this {task} cell "
+                            f"({exc})") from None
+        if "ev" in first:
+            first["ev"].same_images(ev)  # raises on other images; puts ev's images in the first one's order
         else:
-            ids, cm = load_confmats(cell_dir)
-            first.setdefault("ids", ids)
-            cm = _check_confmats(align_ids(first["ids"], ids, cm))
-            first.setdefault("shape", cm.shape)
-            if cm.shape != first["shape"]:
-                raise DataError(f"{cell_dir}: confusion matrices {cm.shape}, other cells {first['shape']}")
-            first.setdefault("idx", bootstrap_indices(cm.shape[0], n_boot, seed))
-            est = float(seg_metrics(cm.sum(0))[metric])
-            reps = seg_metrics(seg_replicate_confmats(cm, first["idx"]))[metric]
-        scored[cell_dir] = (float(est), reps)
+            first["ev"], first["idx"] = ev, bootstrap_indices(len(ev.ids), n_boot, seed)
+        full = ev.scores(np.arange(len(ev.ids))[None])
+        if metric not in full:
+            raise DataError(f"{cell_dir}: the per-image scores of this {task} cell have no {metric!r} "
+                            f"(have {', '.join(full)})")
+        scored[cell_dir] = (float(full[metric][0]), np.asarray(ev.scores(first["idx"])[metric], np.float64))
         return scored[cell_dir]
 
     out = []
@@ -777,7 +793,7 @@ def compare_to_reference(run_dir: str | Path, task: str, metric: str | None = No
             est_b, reps_b = score(by_method[reference][s])
             est_a, reps_a = score(by_method[m][s])
             per_seed.append(_paired(metric, m, reference, s, est_a - est_b, reps_a - reps_b,
-                                    int(first["idx"].shape[1]), confidence, seed))
+                                    int(first["idx"].shape[1]), confidence, seed, higher))
         if per_seed:
             out.append(combine_seeds(per_seed))
     return out

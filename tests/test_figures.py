@@ -16,8 +16,10 @@ from taskeval.imageio import read_rgb, write_png
 from taskeval.results import OVERALL, Row
 from taskeval.rundir import atomic_write_json, provenance
 from taskeval.store import Cell, ResultsStore
+from taskeval.tasks import get_task
 
 METHODS = ("ir", "vis", "avg", "best")
+TASKS = ("detection", "segmentation", "quality")
 DET_SEEDS = (0, 1)
 NOTE = "weights trained by taskeval (fusion loss)"
 PROTOCOL = {"detection": "quick-aaaaaa", "segmentation": "quick-bbbbbb"}
@@ -37,16 +39,26 @@ def confmat(gt: np.ndarray, pred: np.ndarray, n: int) -> np.ndarray:
     return np.bincount(gt.ravel() * n + pred.ravel(), minlength=n * n).reshape(n, n).astype(np.int64)
 
 
-def make_fake_run(root: Path) -> Path:
-    """A finished benchmark run: 3 synthetic test pairs, methods ir/vis/avg/best, all three tasks."""
-    data, run = root / "data", root / "run"
-    card_path = generate(data, SynthConfig(n_train=4, n_test=3, height=64, width=80), progress=False)
+def make_fake_run(root: Path, tasks: tuple[str, ...] = TASKS, names: dict | None = None,
+                  data: Path | None = None) -> Path:
+    """A finished run in the results store: 3 synthetic test pairs, methods ir/vis/avg/best, the given tasks.
+
+    Args:
+        names: the name each of ir/vis/avg/best is written under (None: left out; default: itself).
+        data: a synthetic dataset folder to reuse (default: generated in ``root / "data"``).
+    """
+    run = root / "run"
+    if data is None:
+        data = root / "data"
+        generate(data, SynthConfig(n_train=4, n_test=3, height=64, width=80), progress=False)
+    card_path = data / "card.yaml"
     run.mkdir()
     card = load_card(card_path)
     ds = PairedDataset(card, "test")
     ids = ds.ids
-    config = {"name": "fake", "methods": ["ir", "vis", {"name": "avg", "weights": "train"}, "best"],
-              "seeds": list(DET_SEEDS)}
+    name = {m: m for m in METHODS} | (names or {})
+    listed = [{"name": name[m], "weights": "train"} if m == "avg" else name[m] for m in METHODS if name[m]]
+    config = {"name": "fake", "methods": listed, "seeds": list(DET_SEEDS)}
     (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     atomic_write_json(run / "provenance.json", provenance(config, DET_SEEDS))
     atomic_write_json(run / "dataset.json", {"card": str(card_path), "root": str(data), "test_split": "test"})
@@ -63,10 +75,12 @@ def make_fake_run(root: Path) -> Path:
     store = ResultsStore(run)
     classes = list(card.det_classes)
     for m in METHODS:
+        if name[m] is None:
+            continue
         note = NOTE if m == "avg" else ""
         meta = {"seconds": 1.0, "fused_test_dir": str(fused[m]), "note": note}
-        for seed in DET_SEEDS:
-            cell = Cell(m, "detection", "synth", PROTOCOL["detection"], seed)
+        for seed in DET_SEEDS if "detection" in tasks else ():
+            cell = Cell(name[m], "detection", "synth", PROTOCOL["detection"], seed)
             d = store.cell_dir(cell)
             dets = []
             for a in gt["annotations"]:
@@ -79,37 +93,45 @@ def make_fake_run(root: Path) -> Path:
             (d / "gt.json").write_text(json.dumps(gt))
             (d / "predictions.json").write_text(json.dumps(dets))
             ap = [v + 0.1 * seed for v in AP50[m]]
-            rows = [Row(m, "detection", "synth", cell.protocol, seed, "AP50", c, v, note)
+            rows = [Row(name[m], "detection", "synth", cell.protocol, seed, "AP50", c, v, note)
                     for c, v in zip(classes, ap)]
-            rows.append(Row(m, "detection", "synth", cell.protocol, seed, "mAP50", OVERALL,
+            rows.append(Row(name[m], "detection", "synth", cell.protocol, seed, "mAP50", OVERALL,
                             float(np.mean(ap)), note))
             store.finish(cell, rows, meta)
-        cell = Cell(m, "segmentation", "synth", PROTOCOL["segmentation"], 0)
-        d = store.cell_dir(cell)
-        n = len(card.seg_classes)
-        cms = []
-        for i, sid in enumerate(ids):
-            mask = ds.mask(i)
-            pred = mask if sid in right[m] else np.zeros_like(mask)
-            write_png(d / "pred" / f"{sid}.png", pred.astype(np.uint8))
-            cms.append(confmat(mask, pred, n))
-        np.savez_compressed(d / "per_image_confmat.npz", ids=np.array(ids), confmat=np.stack(cms))
-        tot = np.sum(cms, axis=0).astype(np.float64)
-        tp = np.diag(tot)
-        iou = tp / (tot.sum(0) + tot.sum(1) - tp)
-        rows = [Row(m, "segmentation", "synth", cell.protocol, 0, "IoU", c, v, note)
-                for c, v in zip(card.seg_classes, iou)]
-        rows += [Row(m, "segmentation", "synth", cell.protocol, 0, "mIoU", OVERALL, float(np.mean(iou)),
-                     note),
-                 Row(m, "segmentation", "synth", cell.protocol, 0, "mAcc", OVERALL,
-                     float(np.mean(tp / tot.sum(1))), note)]
-        store.finish(cell, rows, meta)
-        cell = Cell(m, "quality", "synth", "-", None)
-        store.cell_dir(cell)
-        store.finish(cell, [Row(m, "quality", "synth", "-", None, k, OVERALL, v, note)
-                            for k, v in QUALITY[m].items()], meta)
+        if "segmentation" in tasks:
+            segmentation_cell(store, name[m], right[m], ds, note, meta)
+        if "quality" in tasks:
+            cell = Cell(name[m], "quality", "synth", "-", None)
+            store.finish(cell, [Row(name[m], "quality", "synth", "-", None, k, OVERALL, v, note)
+                                for k, v in QUALITY[m].items()], meta)
     store.merge()
     return run
+
+
+def segmentation_cell(store: ResultsStore, method: str, right: set[str], ds: PairedDataset, note: str,
+                      meta: dict) -> None:
+    """A segmentation cell predicting the ground truth on the ``right`` images, background elsewhere."""
+    card, ids = ds.card, ds.ids
+    cell = Cell(method, "segmentation", "synth", PROTOCOL["segmentation"], 0)
+    d = store.cell_dir(cell)
+    n = len(card.seg_classes)
+    cms = []
+    for i, sid in enumerate(ids):
+        mask = ds.mask(i)
+        pred = mask if sid in right else np.zeros_like(mask)
+        write_png(d / "pred" / f"{sid}.png", pred.astype(np.uint8))
+        cms.append(confmat(mask, pred, n))
+    np.savez_compressed(d / "per_image_confmat.npz", ids=np.array(ids), confmat=np.stack(cms))
+    tot = np.sum(cms, axis=0).astype(np.float64)
+    tp = np.diag(tot)
+    iou = tp / (tot.sum(0) + tot.sum(1) - tp)
+    rows = [Row(method, "segmentation", "synth", cell.protocol, 0, "IoU", c, v, note)
+            for c, v in zip(card.seg_classes, iou)]
+    rows += [Row(method, "segmentation", "synth", cell.protocol, 0, "mIoU", OVERALL, float(np.mean(iou)),
+                 note),
+             Row(method, "segmentation", "synth", cell.protocol, 0, "mAcc", OVERALL,
+                 float(np.mean(tp / tot.sum(1))), note)]
+    store.finish(cell, rows, meta)
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +141,7 @@ def fake_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def run_data(fake_run):
-    from taskeval.figures import RunData
+    from taskeval.reporting.run import RunData
 
     return RunData.open(fake_run)
 
@@ -142,14 +164,14 @@ def test_run_data_orders_methods_as_configured(run_data):
 
 
 def test_default_protocol_prefers_retrained_over_fixed_screening():
-    from taskeval.figures import default_protocol
+    from taskeval.reporting.run import default_protocol
 
     assert default_protocol(["fixed:ref"] * 5 + ["quick-1"] * 2 + ["paper-2"] * 3) == "paper-2"
     assert default_protocol(["b", "a"]) == "a"
 
 
 def test_detection_scenes_where_recall_disagrees_most(run_data):
-    from taskeval.figures import load_detections, pick_detection_scenes
+    from taskeval.reporting.grids import load_detections, pick_detection_scenes
 
     ids = run_data.dataset().ids
     dets = {m: load_detections(c["dir"]) for m, c in run_data.task_cells("detection").items()}
@@ -159,7 +181,8 @@ def test_detection_scenes_where_recall_disagrees_most(run_data):
 
 
 def test_segmentation_scenes_where_miou_disagrees_most(run_data):
-    from taskeval.figures import load_confmats, per_image_miou, pick_segmentation_scenes
+    from taskeval.reporting.grids import per_image_miou, pick_segmentation_scenes
+    from taskeval.stats import load_confmats
 
     ds = run_data.dataset()
     right = hits(ds.ids)
@@ -176,14 +199,14 @@ def test_segmentation_scenes_where_miou_disagrees_most(run_data):
         expected_spread[sid] = np.std(mious)
     expected = sorted(ds.ids, key=lambda s: -expected_spread[s])
     cells = run_data.task_cells("segmentation")
-    got = pick_segmentation_scenes({m: per_image_miou(load_confmats(c["dir"])) for m, c in cells.items()},
+    got = pick_segmentation_scenes({m: per_image_miou(*load_confmats(c["dir"])) for m, c in cells.items()},
                                    ds.ids, 3)
     assert got == expected
     assert expected_spread[got[-1]] == 0.0
 
 
 def test_detection_grid_layout_boxes_threshold_and_inset(run_data):
-    from taskeval.figures import detection_grid
+    from taskeval.reporting.grids import detection_grid
 
     ds = run_data.dataset()
     sid = ds.ids[1]
@@ -217,7 +240,7 @@ def test_detection_grid_layout_boxes_threshold_and_inset(run_data):
 
 
 def test_detection_grid_threshold_keeps_low_score_boxes_when_asked(run_data):
-    from taskeval.figures import detection_grid
+    from taskeval.reporting.grids import detection_grid
 
     ds = run_data.dataset()
     fig = detection_grid(run_data, scenes=[ds.ids[1]], score_threshold=0.05)
@@ -227,7 +250,7 @@ def test_detection_grid_threshold_keeps_low_score_boxes_when_asked(run_data):
 
 
 def test_segmentation_grid_palette_and_legend(run_data):
-    from taskeval.figures import segmentation_grid
+    from taskeval.reporting.grids import segmentation_grid
 
     ds = run_data.dataset()
     card = ds.card
@@ -245,14 +268,14 @@ def test_segmentation_grid_palette_and_legend(run_data):
 
 
 def test_colourise_marks_ignored_pixels_white():
-    from taskeval.figures import colourise
+    from taskeval.reporting.grids import colourise
 
     out = colourise(np.array([[0, 1, 255, 7]]), [(1, 2, 3), (4, 5, 6)], 255)
     np.testing.assert_array_equal(out[0], [[1, 2, 3], [4, 5, 6], [255, 255, 255], [255, 255, 255]])
 
 
 def test_per_class_bars_mean_and_std_over_seeds(run_data):
-    from taskeval.figures import per_class_bars
+    from taskeval.reporting.charts import per_class_bars
 
     fig = per_class_bars(run_data, "detection")
     ax = fig.axes[0]
@@ -269,7 +292,7 @@ def test_per_class_bars_mean_and_std_over_seeds(run_data):
 
 
 def test_per_class_bars_segmentation_single_seed_has_no_error_bars(run_data):
-    from taskeval.figures import per_class_bars
+    from taskeval.reporting.charts import per_class_bars
 
     ax = per_class_bars(run_data, "segmentation").axes[0]
     bars = [c for c in ax.containers if isinstance(c, BarContainer)]
@@ -277,7 +300,7 @@ def test_per_class_bars_segmentation_single_seed_has_no_error_bars(run_data):
 
 
 def test_radar_minmax_and_rank_normalisation(run_data):
-    from taskeval.figures import radar_chart, radar_data
+    from taskeval.reporting.charts import radar_chart, radar_data
 
     data = radar_data(run_data)
     assert [m for _, m in data.axes] == ["mAP50", "mIoU", "mAcc", "EN", "AG", "VIF"]
@@ -298,11 +321,14 @@ def test_radar_minmax_and_rank_normalisation(run_data):
 
 
 def test_radar_flips_lower_is_better_and_leaves_gaps(run_data):
-    from taskeval.figures import RunData, radar_data
+    from taskeval.reporting.charts import radar_data
+    from taskeval.reporting.run import RunData
 
     extra = [Row(m, "quality", "synth", "-", None, "Nabf", OVERALL, v)
              for m, v in (("avg", 0.1), ("best", 0.3))]
-    run = RunData(run_data.path, run_data.cells, run_data.rows + extra, run_data.method_order)
+    quality = get_task("quality").run_spec({"metrics": [*QUALITY["ir"], "Nabf"]})
+    run = RunData(run_data.path, run_data.cells, run_data.rows + extra, run_data.method_order,
+                  {**run_data.specs, "quality": quality})
     data = radar_data(run, normalise="minmax")
     j = data.axes.index(("quality", "Nabf"))
     assert np.isnan(data.radius[0, j]) and np.isnan(data.radius[1, j])  # ir and vis have no Nabf
@@ -312,7 +338,7 @@ def test_radar_flips_lower_is_better_and_leaves_gaps(run_data):
 def test_save_and_render_all(fake_run, tmp_path):
     from PIL import Image
 
-    from taskeval.figures import render_all
+    from taskeval.reporting.figures import render_all
 
     figs = render_all(fake_run, tmp_path / "figs", n_scenes=2, insets=None)
     assert [f.name for f in figs] == ["detection_grid", "segmentation_grid", "detection_per_class",

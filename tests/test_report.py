@@ -31,7 +31,7 @@ IMG_PROBE = """<script>window.addEventListener("load", () => {
 
 @pytest.fixture(scope="module")
 def run_and_report(tmp_path_factory) -> tuple[Path, Path]:
-    from taskeval.report import render_report
+    from taskeval.reporting.report import render_report
 
     run = make_fake_run(tmp_path_factory.mktemp("report"))
     return run, render_report(run, n_scenes=2, draw_gt=True)
@@ -78,8 +78,9 @@ def test_report_content(run_and_report):
     # detection: two seeds give v and v + 0.1 per class -> mean v + 0.05, sample std 0.1 / sqrt(2) = 7.1 %
     best = 100 * (np.mean(AP50["best"]) + 0.05)
     assert re.search(rf'<td>best</td><td class="best">{best:.1f} ± 7\.1</td>', page)
-    # fusion quality (EN, VIF, AG) of avg, which carries the training note as a footnote marker
-    assert re.search(r'<td>avg<sup>(.)</sup></td><td>6\.500</td><td class="best">0\.900</td><td>3\.000</td>',
+    # fusion quality (EN, AG, VIF: the quality task's metric order) of avg, which carries the training note
+    # as a footnote marker
+    assert re.search(r'<td>avg<sup>(.)</sup></td><td>6\.500</td><td>3\.000</td><td class="best">0\.900</td>',
                      page)
     assert re.search(r"<li>\S+ " + re.escape(NOTE) + "</li>", page)
     # definitions and protocols are on the page
@@ -90,8 +91,8 @@ def test_report_content(run_and_report):
 
 def test_report_is_never_overwritten_silently(run_and_report, tmp_path):
     from taskeval.errors import TaskevalError
-    from taskeval.figures import FigureFile
-    from taskeval.report import render_report
+    from taskeval.reporting.figures import FigureFile
+    from taskeval.reporting.report import render_report
 
     run, path = run_and_report
     before = path.read_bytes()
@@ -108,7 +109,7 @@ def test_report_is_never_overwritten_silently(run_and_report, tmp_path):
 
 
 def test_report_without_the_dataset_keeps_the_charts(run_and_report, tmp_path, caplog):
-    from taskeval.report import render_html
+    from taskeval.reporting.report import render_html
 
     run, _ = run_and_report
     copy = tmp_path / "run"

@@ -7,11 +7,14 @@ import math
 import pytest
 
 from taskeval.errors import ConfigError, DataError
+from taskeval.reporting.tables import (class_table, class_tables, latex_escape, metrics_table, rank_values,
+                                       summary_table, to_csv, to_latex, to_markdown, to_rich)
 from taskeval.results import Row
-from taskeval.tables import (class_table, class_tables, latex_escape, quality_table, rank_values, summary_table,
-                             to_csv, to_latex, to_markdown, to_rich)
+from taskeval.tasks import get_task
 
 NAN = float("nan")
+DET, SEG = get_task("detection").spec, get_task("segmentation").spec
+QUALITY = get_task("quality").run_spec({"metrics": ["EN", "MI", "Nabf"]})
 
 
 def seg(method, cls, value, seed=0, metric="IoU", note="", dataset="MSRS", protocol="quick-1"):
@@ -44,7 +47,7 @@ def rows():
 
 
 def test_marks_ties_nan_missing_and_seeds(rows):
-    t = class_table(rows, "segmentation", "MSRS", "quick-1", methods=["one_seed", "fuse_a"])
+    t = class_table(rows, SEG, "MSRS", "quick-1", methods=["one_seed", "fuse_a"])
     assert t.methods == ["ir", "vis", "one_seed", "fuse_a"]          # references first, then the given order
     assert [c.header for c in t.columns] == ["unlabeled", "car", "person", "mIoU"]
     marks = {c.header: t.ranks(j) for j, c in enumerate(t.columns)}
@@ -61,13 +64,14 @@ def test_marks_ties_nan_missing_and_seeds(rows):
     # the note becomes a marker and a footnote; a method with fewer seeds gets one too
     assert t.markers("fuse_a") == "‡" and t.markers("one_seed") == "†"
     assert dict(t.footnotes) == {"†": "1 of 3 seeds", "‡": "weights trained by taskeval (fusion loss)"}
-    assert "incl. unlabeled" in t.caption and "over 3 training seeds" in t.caption
-    t1 = class_table(rows, "segmentation", "MSRS", "quick-1", show_std=False)
+    assert "3 classes: unlabeled, car, person" in t.caption and "over 3 training seeds" in t.caption
+    assert t.caption.startswith(SEG.caption)
+    t1 = class_table(rows, SEG, "MSRS", "quick-1", show_std=False)
     assert t1.value_text("vis", 1) == "70.0"
 
 
 def test_rich_styles(rows):
-    t = class_table(rows, "segmentation", "MSRS", "quick-1")
+    t = class_table(rows, SEG, "MSRS", "quick-1")
     rt = to_rich(t)
     car = [cell for cell in rt.columns[2]._cells]
     styles = dict(zip(t.methods, (str(c.style) for c in car)))
@@ -80,7 +84,7 @@ def test_markdown_exact():
             seg("ir", "car", 0.4, metric="IoU"), seg("ir", "", 0.3, metric="mIoU"),
             seg("my_net", "car", 0.61, metric="IoU", note="official weights"),
             seg("my_net", "", 0.2, metric="mIoU", note="official weights")]
-    t = class_table(rows, "segmentation", "MSRS", "quick-1")
+    t = class_table(rows, SEG, "MSRS", "quick-1")
     t.caption = "Caption."
     t.add_notes(["Plain | note."])
     assert to_markdown(t) == (
@@ -101,7 +105,7 @@ def test_latex_escaping_and_marks():
     assert latex_escape(r"a_b&c%d$e#f{g}~^\x") == (r"a\_b\&c\%d\$e\#f\{g\}\textasciitilde{}\textasciicircum{}"
                                                     r"\textbackslash{}x")
     rows = [seg("vis", "car_stop", 0.5), seg("ir", "car_stop", 0.4), seg("A&B_v2", "car_stop", 0.6, note="50% data")]
-    tex = to_latex(class_table(rows, "segmentation", "MSRS", "quick-1"), label="tab:seg")
+    tex = to_latex(class_table(rows, SEG, "MSRS", "quick-1"), label="tab:seg")
     assert r"\toprule" in tex and r"\bottomrule" in tex and r"\label{tab:seg}" in tex
     assert r"Method & car\_stop \\" in tex
     assert r"A\&B\_v2\textsuperscript{\dag{}} & \textbf{60.0} \\" in tex
@@ -111,7 +115,7 @@ def test_latex_escaping_and_marks():
 
 
 def test_csv_plain_numbers(rows):
-    t = class_table(rows, "segmentation", "MSRS", "quick-1")
+    t = class_table(rows, SEG, "MSRS", "quick-1")
     got = list(csv.DictReader(io.StringIO(to_csv(t))))
     by = {r["method"]: r for r in got}
     assert [r["method"] for r in got] == t.methods
@@ -122,13 +126,13 @@ def test_csv_plain_numbers(rows):
 
 def test_fractions_checked_and_quality_printed_as_is():
     with pytest.raises(DataError, match="fractions"):
-        class_table([seg("vis", "car", 81.0)], "segmentation", "MSRS", "quick-1")
+        class_table([seg("vis", "car", 81.0)], SEG, "MSRS", "quick-1")
     with pytest.raises(ConfigError, match="no rows for method"):
-        class_table([seg("vis", "car", 0.8)], "segmentation", "MSRS", "quick-1", methods=["nope"])
+        class_table([seg("vis", "car", 0.8)], SEG, "MSRS", "quick-1", methods=["nope"])
     q = [Row(m, "quality", "MSRS", "-", None, metric, "", v) for m, metric, v in
          [("ir", "EN", 6.5), ("vis", "EN", 7.25), ("avg", "EN", 7.0),
           ("ir", "Nabf", 0.02), ("vis", "Nabf", 0.05), ("avg", "Nabf", 0.01)]]
-    t = quality_table(q, higher_is_better={"Nabf": False})
+    t = metrics_table(q, QUALITY)
     assert [c.header for c in t.columns] == ["EN↑", "Nabf↓"]
     assert t.value_text("vis", 0) == "7.250"
     assert t.ranks(0) == {"ir": 0, "vis": 1, "avg": 2} and t.ranks(1) == {"ir": 2, "vis": 0, "avg": 1}
@@ -141,14 +145,16 @@ def test_detection_table_and_summary(rows):
                 Row(m, "detection", "M3FD", "quick-d", 0, "mAP50", "", ap - 0.1),
                 Row(m, "detection", "M3FD", "quick-d", 0, "mAP50_95", "", ap - 0.4),
                 Row(m, "detection", "M3FD", "fixed:vis", None, "mAP50", "", ap - 0.2)]
-    tables = class_tables(rows + det)
+    tables = class_tables(rows + det, {"segmentation": SEG, "detection": DET})
     assert [(t.columns[0].task, t.columns[0].protocol) for t in tables] == [
         ("segmentation", "quick-1"), ("detection", "quick-d"), ("detection", "fixed:vis")]
     assert [c.header for c in tables[1].columns] == ["People", "mAP@.5", "mAP@.5:.95"]
     assert tables[1].value_text("fuse_a", 1) == "75.0" and "one fixed task network" in tables[2].caption
     quality = [Row("vis", "quality", "MSRS", "-", None, "EN", "", 7.0),
                Row("only_mi", "quality", "MSRS", "-", None, "MI", "", 2.0)]
-    s = summary_table(rows + det + quality, methods=["fuse_a", "only_mi", "one_seed"])
+    specs = {"segmentation": SEG, "detection": DET,
+             "quality": get_task("quality").run_spec({"metrics": ["EN", "MI"]})}
+    s = summary_table(rows + det + quality, specs, methods=["fuse_a", "only_mi", "one_seed"])
     assert s.methods == ["ir", "vis", "fuse_a", "one_seed"]  # only_mi has no summary column: skipped
     assert [c.header for c in s.columns] == ["mIoU", "mAP@.5 (quick-d)", "mAP@.5:.95", "mAP@.5 (fixed:vis)", "EN↑"]
     assert s.value_text("one_seed", 1) == "–" and s.value_text("fuse_a", 1) == "75.0"

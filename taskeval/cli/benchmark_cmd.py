@@ -43,7 +43,7 @@ def run(args) -> int:
         print(f"{missing} cell(s) {why} not finished yet: no report now. When every cell is done, run "
               f"`taskeval report {out}` or this command again (it computes only what is missing).")
     elif not args.no_report:
-        from taskeval.finalize import finalize
+        from taskeval.reporting.finalize import finalize
 
         finalize(out, progress=not args.quiet)
     return 1 if report.failed else 0

@@ -19,7 +19,7 @@ def parse_inset(text: str) -> tuple[str, tuple[float, float, float, float]]:
 
 def figure_settings(run_dir: Path, args) -> dict:
     """Figure options: the run's ``config.yaml`` ``figures`` entry, overridden by the command line."""
-    from taskeval.finalize import config_figure_options
+    from taskeval.reporting.figures import config_figure_options
 
     out = config_figure_options(run_dir)
     out["insets"] = dict(out["insets"] or {})
@@ -43,7 +43,7 @@ def run(args) -> int:
 
     # matplotlib keeps its font cache in MPLCONFIGDIR: inside the run, not the user's home
     os.environ["MPLCONFIGDIR"] = str(RunDir(run_dir).third_party_dir() / "matplotlib")
-    from taskeval.report import render_report
+    from taskeval.reporting.report import render_report
 
     out = render_report(run_dir, args.out, overwrite=args.overwrite, **figure_settings(run_dir, args))
     print(f"report: {out}")

@@ -100,34 +100,54 @@ def seg_confusion_matrix(preds: Tensor, target: Tensor, num_classes: int, ignore
     return torch.bincount(idx, minlength=k * k + 1)[: k * k].reshape(k, k).to(torch.int64)
 
 
-def _nanmean(x: Tensor) -> Tensor:
-    keep = ~torch.isnan(x)
-    return x[keep].mean() if keep.any() else torch.tensor(float("nan"), dtype=x.dtype)
+def _nanmean_last(x: np.ndarray) -> np.ndarray:
+    keep = ~np.isnan(x)
+    n = keep.sum(axis=-1)
+    total = np.where(keep, x, 0.0).sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, total / np.maximum(n, 1), np.nan)
+
+
+def scores_from_confmat(confmat) -> dict[str, np.ndarray]:
+    """Scores of one or many confusion matrices, vectorised over leading axes (definitions: module docstring).
+
+    The one implementation behind :func:`seg_scores_from_confmat`, :class:`SegScores`, the bootstrap
+    (:func:`taskeval.stats.seg_metrics`) and the figures' per-image mIoU.
+
+    Args:
+        confmat: (..., C, C) pixel counts (any numeric array), rows = ground truth, columns = prediction.
+
+    Returns:
+        ``{"IoU": (..., C), "Acc": (..., C), "mIoU", "mIoU_nobg", "mAcc", "pixel_acc": (...)}`` float64 in
+        [0, 1]; NaN where undefined (a class absent from ground truth and prediction, an empty matrix).
+
+    Raises:
+        ValueError: ``confmat`` is not (..., C, C).
+    """
+    cm = np.asarray(confmat, np.float64)
+    if cm.ndim < 2 or cm.shape[-1] != cm.shape[-2]:
+        raise ValueError(f"confusion matrices must be (..., C, C), got shape {cm.shape}")
+    tp = np.diagonal(cm, axis1=-2, axis2=-1)
+    gt = cm.sum(axis=-1)
+    pred = cm.sum(axis=-2)
+    union = gt + pred - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, tp / np.maximum(union, 1), np.nan)
+        acc = np.where(gt > 0, tp / np.maximum(gt, 1), np.nan)
+        total = gt.sum(axis=-1)
+        pixel = np.where(total > 0, tp.sum(axis=-1) / np.maximum(total, 1), np.nan)
+    return {"IoU": iou, "Acc": acc, "mIoU": _nanmean_last(iou), "mIoU_nobg": _nanmean_last(iou[..., 1:]),
+            "mAcc": _nanmean_last(acc), "pixel_acc": pixel}
 
 
 def seg_scores_from_confmat(confmat: Tensor) -> dict[str, Tensor]:
-    """Scores of a (K,K) confusion matrix (see the module docstring for the definitions).
+    """Scores of a (K,K) confusion matrix as float64 tensors on its device (:func:`scores_from_confmat`).
 
     Returns:
         ``{"IoU": (K,), "Acc": (K,), "mIoU", "mIoU_nobg", "mAcc", "pixel_acc": scalars}``, float64, in [0,1].
     """
-    cm = confmat.to(torch.float64)
-    tp = torch.diag(cm)
-    gt = cm.sum(dim=1)
-    pred = cm.sum(dim=0)
-    union = gt + pred - tp
-    nan = torch.tensor(float("nan"), dtype=torch.float64)
-    iou = torch.where(union > 0, tp / union.clamp_min(1), nan)
-    acc = torch.where(gt > 0, tp / gt.clamp_min(1), nan)
-    total = cm.sum()
-    return {
-        "IoU": iou,
-        "Acc": acc,
-        "mIoU": _nanmean(iou),
-        "mIoU_nobg": _nanmean(iou[1:]),
-        "mAcc": _nanmean(acc),
-        "pixel_acc": tp.sum() / total if total > 0 else nan,
-    }
+    scores = scores_from_confmat(confmat.detach().cpu().numpy())
+    return {k: torch.as_tensor(v, dtype=torch.float64, device=confmat.device) for k, v in scores.items()}
 
 
 def segmentation_scores(preds: Tensor, target: Tensor, num_classes: int,
@@ -173,12 +193,14 @@ class SegScores:
 
     @classmethod
     def from_confmat(cls, confmat: Tensor | np.ndarray, class_names: tuple[str, ...] | list[str]) -> SegScores:
-        confmat = torch.as_tensor(np.asarray(confmat)).to(torch.int64)
+        if isinstance(confmat, Tensor):
+            confmat = confmat.detach().cpu().numpy()
+        confmat = np.asarray(confmat).astype(np.int64)
         if confmat.shape != (len(class_names), len(class_names)):
             raise ValueError(f"confusion matrix {tuple(confmat.shape)} does not fit {len(class_names)} class names")
-        s = seg_scores_from_confmat(confmat)
+        s = scores_from_confmat(confmat)
         return cls(tuple(class_names), tuple(s["IoU"].tolist()), tuple(s["Acc"].tolist()), float(s["mIoU"]),
-                   float(s["mIoU_nobg"]), float(s["mAcc"]), float(s["pixel_acc"]), confmat.numpy())
+                   float(s["mIoU_nobg"]), float(s["mAcc"]), float(s["pixel_acc"]), confmat)
 
     def overall(self) -> dict[str, float]:
         """Overall scores under their result-row names (:data:`OVERALL_METRICS`)."""

@@ -1,10 +1,12 @@
-"""One self-contained HTML report of a benchmark run directory.
+"""One self-contained HTML report of a run directory (any command's: detect, segment, benchmark, joint).
 
 The page embeds every figure as a base64 PNG (the PDFs stay in ``RUN/figures``), the result tables of
-:mod:`taskeval.tables` (summary, per class, fusion quality), notes such as "weights trained by taskeval",
-the protocol and metric definitions (the docstrings of the modules that compute them) and the provenance
-record (versions, git commit, hardware, configuration). It loads nothing from the network: no scripts,
-fonts or style sheets from elsewhere, so it opens offline and can be archived or mailed as one file.
+:mod:`taskeval.reporting.tables` (summary, per class, per-task metrics) with the paired comparisons as
+footnotes (:mod:`taskeval.reporting.comparisons`, computed when missing or out of date), notes such as
+"weights trained by taskeval", failed cells with their error, the protocols and, per task, its metric
+definitions (from its spec) and the docstrings of the modules that define it, and the provenance record
+(versions, git commit, hardware, configuration). It loads nothing from the network: no scripts, fonts or
+style sheets from elsewhere, so it opens offline and can be archived or mailed as one file.
 
 Existing reports are never replaced silently: the default file is ``RUN/report.html`` and an existing
 one is only replaced with ``overwrite=True`` (``taskeval report --overwrite``); the file is written
@@ -20,24 +22,19 @@ import importlib.util
 import json
 import re
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import yaml
 
-from taskeval.errors import DataError, TaskevalError
+from taskeval.errors import RegistryError, TaskevalError
+from taskeval.reporting.comparisons import update_comparisons
+from taskeval.reporting.figures import FigureFile, render_all
+from taskeval.reporting.run import RunData
+from taskeval.reporting.tables import run_tables
 from taskeval.rundir import atomic_write_text, latest_config_path
 
-# Modules whose docstrings define the metrics; read from source (importing torchmetrics takes seconds).
-DEFINITION_MODULES = (
-    ("Detection metrics", "taskeval.metrics.detection"),
-    ("Segmentation metrics", "taskeval.metrics.segmentation"),
-    ("Fusion-quality metrics", "taskeval.metrics.quality"),
-    ("Detection protocols", "detectors.protocol"),
-    ("Segmentation protocols", "segmenters.protocol"),
-    ("Statistics", "taskeval.stats"),
-)
-TASK_ORDER = ("detection", "segmentation", "quality")
+NO_PROTOCOL = "-"  # the protocol id of a task that has no protocol (nothing trained, nothing to describe)
 CSS = """
 body { font-family: "DejaVu Sans", Verdana, sans-serif; margin: 2em auto; max-width: 1200px; color: #222;
        line-height: 1.4; padding: 0 1em; }
@@ -104,8 +101,8 @@ RANK_CLASS = {1: ' class="best"', 2: ' class="second"', 0: ""}
 
 
 def table_html(t) -> str:
-    """A :class:`taskeval.tables.Table` as HTML: best bold, second underlined, a rule under the reference
-    rows, the caption and footnotes below."""
+    """A :class:`taskeval.reporting.tables.Table` as HTML: best bold, second underlined, a rule under the
+    reference rows, the caption and footnotes below."""
     ranks = [t.ranks(j) for j in range(len(t.columns))]
     head = "<th>Method</th>" + "".join(f"<th>{esc(c.header)}</th>" for c in t.columns)
     body = []
@@ -121,38 +118,9 @@ def table_html(t) -> str:
             f'</table><p class="caption">{esc(t.caption)}</p>{foot}')
 
 
-def tables_html(run) -> str:
-    """The summary, per-class and quality tables of :mod:`taskeval.tables`, methods in the run's order."""
-    from taskeval import tables as T
-    from taskeval.figures import higher_is_better
-
-    rows = run.rows
-
-    def present(selected) -> list[str]:
-        have = {r.method for r in selected}
-        return [m for m in run.method_order if m in have]
-
-    quality = [r for r in rows if r.task == "quality"]
-    higher = {r.metric: higher_is_better("quality", r.metric) for r in quality}
-    headline = [r for r in rows if r.task in T.HEADLINE or r.task == "quality"]
-    def class_tables_with_comparisons():
-        from taskeval.finalize import comparison_lines
-
-        out = T.class_tables(rows, methods=run.method_order)
-        for t in out:
-            t.add_notes(comparison_lines(run.path, t.columns[0].task))
-        return out
-
-    makers = [lambda: [T.summary_table(rows, higher_is_better=higher, methods=present(headline))],
-              class_tables_with_comparisons,
-              lambda: [T.quality_table(rows, higher_is_better=higher, methods=present(quality))]]
-    parts = []
-    for make in makers:
-        try:
-            parts.extend(table_html(t) for t in make())
-        except DataError:  # e.g. no quality rows in this run
-            continue
-    return "\n".join(parts)
+def tables_html(run: RunData) -> str:
+    """Every table of the run (:func:`taskeval.reporting.tables.run_tables`), methods in the run's order."""
+    return "\n".join(table_html(t) for _, t in run_tables(run))
 
 
 # ------------------------------------------------------------------------------------------ sections
@@ -168,20 +136,21 @@ def figure_html(fig) -> str:
             "</figure>")
 
 
-def summary_html(run, prov: dict | None, config: dict) -> str:
+def summary_html(run: RunData, prov: dict | None, config: dict) -> str:
     cells = run.cells
-    tasks = [t for t in TASK_ORDER if any(c["task"] == t for c in cells)]
+    tasks = run.tasks
     seeds = sorted({c["seed"] for c in cells if c.get("seed") is not None})
     dataset = read_json(run.path / "dataset.json") or {}
     lines = [
         ("run directory", str(run.path.resolve())),
-        ("benchmark", str(config.get("name", "–"))),
-        ("dataset", f"{dataset.get('card', '–')} (test split {dataset.get('test_split', '–')!r}, root "
-                    f"{dataset.get('root', '–')})"),
+        ("run name", str(config.get("name", "–"))),
+        ("dataset", (f"{dataset.get('card', '–')} (test split {dataset.get('test_split', '–')!r}, root "
+                     f"{dataset.get('root', '–')})")),
         ("methods", ", ".join(run.method_order) or "–"),
         ("tasks", ", ".join(tasks) or "–"),
         ("seeds", ", ".join(map(str, seeds)) or "–"),
         ("finished cells", str(len(cells))),
+        ("failed cells", str(len(run.failed))),
         ("run started", (prov or {}).get("created", "–")),
         ("report written", time.strftime("%Y-%m-%dT%H:%M:%S%z")),
     ]
@@ -197,12 +166,20 @@ def summary_html(run, prov: dict | None, config: dict) -> str:
         items = "".join(f"<li><b>{esc(m)}</b>: {esc('; '.join(sorted(notes[m])))}</li>"
                         for m in run.ordered(notes))
         out.append(f'<div class="note"><p>Notes on methods:</p><ul>{items}</ul></div>')
+    if run.failed:
+        items = "".join(f"<li><b>{esc(f.method)}</b>, {esc(f.task)}, protocol <code>{esc(f.protocol)}</code>"
+                        + ("" if f.seed is None else f", seed {esc(f.seed)}")
+                        + f": {esc(f.error or 'no error recorded')} "
+                        f"(<code>cells/{esc(f.id)}/error.txt</code>)</li>"
+                        for f in run.failed)
+        out.append(f'<div class="note" id="failed-cells"><p>Failed cells (not in the tables and figures; '
+                   f"re-run the command with --resume to compute them again):</p><ul>{items}</ul></div>")
     return "\n".join(out)
 
 
-def protocols_html(run) -> str:
+def protocols_html(run: RunData) -> str:
     out = []
-    protocols = sorted({(c["task"], c["protocol"]) for c in run.cells if c["task"] != "quality"})
+    protocols = sorted({(c["task"], c["protocol"]) for c in run.cells if c["protocol"] != NO_PROTOCOL})
     recorded = read_json(run.path / "protocols.json") or {}
     for task, pid in protocols:
         out.append(f"<h3>{esc(task)}: <code>{esc(pid)}</code></h3>")
@@ -215,14 +192,54 @@ def protocols_html(run) -> str:
             out.append("<p>The resolved protocol fields are not recorded in this run directory "
                        "(<code>protocols.json</code>); its id hashes them, and the configuration below names "
                        "the preset and overrides.</p>")
-    for title, module in DEFINITION_MODULES:
-        text = module_docstring(module)
-        if text:
-            out.append(f"<h3>{esc(title)}</h3><div class=\"doc\">{doc_html(text)}</div>")
+    for task in run.tasks:
+        out.append(task_definitions_html(run, task))
+    text = module_docstring("taskeval.stats")
+    if text:
+        out.append(f"<h3>Statistics</h3><div class=\"doc\">{doc_html(text)}</div>")
     return "\n".join(out)
 
 
-def provenance_html(run, config_text: str) -> str:
+def task_definitions_html(run: RunData, task: str) -> str:
+    """A task's metrics as its spec defines them, then the docstrings of the modules that define the task
+    where it is registered in this process: its module, the modules that docstring refers to
+    (``:mod:`...```) and its protocol's module."""
+    spec = run.spec(task)
+    out = [f"<h3>Task {esc(task)}</h3>"]
+    if spec.caption:
+        out.append(f"<p>{esc(spec.caption)}</p>")
+    out.append(table(["metric", "column", "better", "unit", "definition"], [
+        (m.name, m.label, "higher" if m.higher_is_better else "lower", "% (stored as a fraction)" if m.percent
+         else "as is", m.definition or "–") for m in spec.metrics]))
+    for module in definition_modules(task):
+        text = module_docstring(module)
+        if text:
+            out.append(f"<h4><code>{esc(module)}</code></h4><div class=\"doc\">{doc_html(text)}</div>")
+    return "\n".join(out)
+
+
+def definition_modules(task: str) -> list[str]:
+    """Modules documenting ``task`` (read from source, never imported here: torchmetrics takes seconds):
+    the task's module, those its docstring names with ``:mod:`` and the module of its default protocol;
+    empty when the task is not registered in this process."""
+    from taskeval.tasks import get_task
+
+    try:
+        adapter = get_task(task)
+    except RegistryError:
+        return []
+    first = type(adapter).__module__
+    modules = [first] + re.findall(r":mod:`~?([\w.]+)`", module_docstring(first) or "")
+    try:
+        protocol = adapter.load_protocol(None)
+    except (TaskevalError, NotImplementedError, ImportError, OSError, ValueError):  # documentation only
+        protocol = None
+    if protocol is not None:
+        modules.append(type(protocol).__module__)
+    return list(dict.fromkeys(modules))
+
+
+def provenance_html(run: RunData, config_text: str) -> str:
     out = []
     records = [("provenance.json", read_json(run.path / "provenance.json"))]
     records += [(p.name, read_json(p)) for p in sorted(run.path.glob("provenance.resume*.json"))]
@@ -250,24 +267,36 @@ def provenance_html(run, config_text: str) -> str:
     if config_text:
         out.append(f"<h3>Configuration (<code>config.yaml</code>)</h3><pre>{esc(config_text)}</pre>")
     cells = [(c["method"], c["task"], c["protocol"], "" if c.get("seed") is None else str(c["seed"]),
-              f"{c['seconds']:.1f}" if isinstance(c.get("seconds"), (int, float)) else "–", c["id"])
-             for c in sorted(run.cells, key=lambda c: (c["task"], c["method"], c.get("seed") or 0))]
-    out.append("<h3>Cells</h3>" + table(["method", "task", "protocol", "seed", "seconds", "cell"], cells))
+              f"{c['seconds']:.1f}" if isinstance(c.get("seconds"), (int, float)) else "–", "done", c["id"])
+             for c in run.cells]
+    cells += [(f.method, f.task, f.protocol, "" if f.seed is None else str(f.seed), "–", "failed", f.id)
+              for f in run.failed]
+    cells.sort(key=lambda c: (c[1], c[0], c[3], c[6]))
+    header = ["method", "task", "protocol", "seed", "seconds", "status", "cell"]
+    out.append("<h3>Cells</h3>" + table(header, cells))
     return "\n".join(out)
 
 
 # ----------------------------------------------------------------------------------------------- page
-def render_html(run_dir: str | Path, figures: Sequence | None = None, **figure_options) -> str:
+def render_html(run_dir: str | Path, figures: Sequence[FigureFile] | None = None, compare: bool = True,
+                **figure_options) -> str:
     """The report page as a string.
 
     Args:
-        run_dir: a benchmark run directory.
-        figures: :class:`taskeval.figures.FigureFile` list already drawn; None draws them now with
-            :func:`taskeval.figures.render_all` (``figure_options`` are passed on) into ``RUN/figures``.
-    """
-    from taskeval.figures import RunData, render_all
+        run_dir: a run directory (any command's: detect, segment, benchmark, joint).
+        figures: :class:`taskeval.reporting.figures.FigureFile` list already drawn; None draws them now with
+            :func:`taskeval.reporting.figures.render_all` (``figure_options`` are passed on) into
+            ``RUN/figures``.
+        compare: compute the paired comparisons that are missing or out of date first
+            (:func:`taskeval.reporting.comparisons.update_comparisons`); False shows those saved.
 
+    Raises:
+        DataError: what :meth:`RunData.open` raises (not a run directory, a run in the layout before the
+            results store, a task whose spec is unknown).
+    """
     run = RunData.open(run_dir)
+    if compare:
+        update_comparisons(run)
     if figures is None:
         figures = render_all(run.path, **figure_options)
     conf = latest_config_path(run.path)
@@ -275,7 +304,7 @@ def render_html(run_dir: str | Path, figures: Sequence | None = None, **figure_o
     config = yaml.safe_load(config_text) if config_text else {}
     config = config if isinstance(config, dict) else {}
     prov = read_json(run.path / "provenance.json")
-    title = f"taskeval benchmark report: {config.get('name', run.path.name)}"
+    title = f"taskeval report: {config.get('name', run.path.name)}"
     sections = [
         ("summary", "Summary", summary_html(run, prov, config)),
         ("results", "Results", tables_html(run) if run.rows else "<p>No finished cells yet.</p>"),
@@ -293,7 +322,8 @@ def render_html(run_dir: str | Path, figures: Sequence | None = None, **figure_o
 
 
 def render_report(run_dir: str | Path, out: str | Path | None = None, overwrite: bool = False,
-                  figures: Sequence | None = None, **figure_options) -> Path:
+                  figures: Sequence[FigureFile] | None = None, compare: bool = True,
+                  **figure_options) -> Path:
     """Write the report of ``run_dir`` to ``out`` (default ``RUN/report.html``) and return its path.
 
     Raises:
@@ -304,6 +334,6 @@ def render_report(run_dir: str | Path, out: str | Path | None = None, overwrite:
     if out.exists() and not overwrite:
         raise TaskevalError(f"{out} exists; pass --overwrite (overwrite=True) to replace it, or choose "
                             "another --out (reports are never replaced silently)")
-    page = render_html(run_dir, figures, **figure_options)
+    page = render_html(run_dir, figures, compare, **figure_options)
     atomic_write_text(out, page)
     return out

@@ -1,21 +1,25 @@
-"""Paper-style tables from result rows: per-class tables per (task, dataset, protocol), a quality table and a
-summary across tasks, rendered for the terminal (rich), Markdown, LaTeX (booktabs) and CSV.
+"""Paper-style tables from result rows and task specs: per-class tables per (task, dataset, protocol), a
+metrics table per task without a per-class breakdown and a summary across tasks, rendered for the terminal
+(rich), Markdown, LaTeX (booktabs) and CSV.
 
 A :class:`Table` holds what every renderer needs: methods (rows; the ``ir`` / ``vis`` references first),
 :class:`Column` s, one :class:`~taskeval.stats.SeedStat` per cell (mean and sample std over seeds), a
 caption stating the protocol and the metric definitions, and footnotes (a method's ``Row.note`` such as
 "weights trained by taskeval" becomes a marker beside its name).
 
-Conventions:
+Everything task-specific comes from the task's :class:`~taskeval.tasks.TaskSpec`:
 
-* Detection and segmentation rows store fractions in [0, 1]; their columns print percentages with one
-  decimal, as the papers do. Quality metrics are printed as they are (3 decimals by default).
+* which tables: a per-class table (``per_class`` per class, then ``class_columns``) for a task with a
+  per-class breakdown, a metrics table (every metric) for one without; summary columns are the
+  ``headline`` metrics of every task; captions are the spec's ``caption`` and ``summary``.
+* units: a :attr:`Metric.percent` metric is stored as a fraction in [0, 1] and printed x100 with one
+  decimal, as the papers do; any other is printed as it is with ``Metric.decimals``.
 * With several seeds a cell reads ``mean ± std`` (sample std, ``ddof=1``); seeds whose value is NaN are
   left out of the mean (a class absent from ground truth and prediction has NaN IoU).
-* The best value of each column is bold and the second best underlined, compared on the printed values:
-  printed ties share the mark, and the second best is the next distinct printed value. AP and IoU are
-  higher-is-better; quality metrics follow the ``higher_is_better`` map (default True). NaN and missing
-  cells are never marked.
+* The best value of each column is bold and the second best underlined, in the direction of
+  :attr:`Metric.higher_is_better`, compared on the printed values: printed ties share the mark, and the
+  second best is the next distinct printed value. NaN and missing cells are never marked. Headers carry
+  ↑ / ↓ except for higher-is-better percentages (AP, IoU: the papers' convention).
 """
 
 from __future__ import annotations
@@ -23,28 +27,25 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Iterable, Mapping, Sequence
 
 from taskeval.errors import ConfigError, DataError
+from taskeval.reporting.comparisons import comparison_lines
+from taskeval.reporting.run import RunData
 from taskeval.results import OVERALL, Row
 from taskeval.stats import REFERENCE_METHODS, SeedStat, seed_summary
+from taskeval.tasks.base import Metric, TaskSpec
 
 MARKERS = ("†", "‡", "§", "¶", "‖", "#")
 DEFAULT_LABELS = {"ir": "IR", "vis": "VI"}
-FRACTION_TASKS = ("detection", "segmentation")
-PER_CLASS = {"detection": "AP50", "segmentation": "IoU"}
-OVERALL_COLUMNS = {"detection": ("mAP50", "mAP50_95"), "segmentation": ("mIoU", "mIoU_nobg", "mAcc")}
-HEADLINE = {"detection": ("mAP50", "mAP50_95"), "segmentation": ("mIoU", "mAcc")}
-SUMMARY_QUALITY = ("EN", "VIF", "AG", "CC", "SCD", "Qabf")  # the quality axes of IGNet's radar charts
-HEADERS = {"mAP50": "mAP@.5", "mAP50_95": "mAP@.5:.95"}
 MISSING = "–"
 NOT_A_NUMBER = "n/a"
 
 
 @dataclass(frozen=True)
 class Column:
-    """One table column: a metric (and class) of one task, dataset and protocol."""
+    """One table column: a metric (and class) of one task, dataset and protocol (:func:`column`)."""
 
     header: str
     task: str
@@ -142,8 +143,23 @@ def _fmt(v: float, col: Column) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- builders
+def metric_header(m: Metric) -> str:
+    """The header of an overall column: the metric's label, with ↑ / ↓ unless it is a higher-is-better
+    percentage (AP, IoU), which the papers print without an arrow."""
+    return m.label if m.percent and m.higher_is_better else f"{m.label}{'↑' if m.higher_is_better else '↓'}"
+
+
+def column(spec: TaskSpec, metric: str, dataset: str, protocol: str, cls: str = OVERALL,
+           header: str | None = None) -> Column:
+    """The column of ``metric`` (of class ``cls``) with the spec's units and direction."""
+    m = spec.metric(metric)
+    return Column(header or metric_header(m), spec.name, dataset, protocol, metric, cls, m.percent,
+                  m.higher_is_better, 1 if m.percent else m.decimals)
+
+
 def order_methods(found: Iterable[str], methods: Sequence[str] | None = None,
-                  references: Sequence[str] = REFERENCE_METHODS, known: Iterable[str] | None = None) -> list[str]:
+                  references: Sequence[str] = REFERENCE_METHODS,
+                  known: Iterable[str] | None = None) -> list[str]:
     """Row order: the references that have rows first (in ``references`` order, always shown), then
     ``methods`` (a selection and its order; those without rows in this table are skipped) or every other
     method in order of first appearance.
@@ -162,15 +178,17 @@ def order_methods(found: Iterable[str], methods: Sequence[str] | None = None,
         known = set(found if known is None else known)
         missing = [m for m in methods if m not in known]
         if missing:
-            raise ConfigError(f"no rows for method(s) {missing}; methods with rows: {', '.join(sorted(known))}")
+            raise ConfigError(f"no rows for method(s) {missing}; methods with rows: "
+                              f"{', '.join(sorted(known))}")
         chosen = [m for m in dict.fromkeys(methods) if m in found]
     refs = [r for r in references if r in found]
     return refs + [m for m in chosen if m not in refs]
 
 
-def _check_fractions(rows: Iterable[Row]) -> None:
+def _check_fractions(rows: Iterable[Row], columns: Sequence[Column], keys: Mapping[tuple, int]) -> None:
     for r in rows:
-        if r.task in FRACTION_TASKS and math.isfinite(r.value) and not -1e-9 <= r.value <= 1 + 1e-9:
+        col = columns[keys[(r.task, r.dataset, r.protocol, r.metric, r.cls)]]
+        if col.percent and math.isfinite(r.value) and not -1e-9 <= r.value <= 1 + 1e-9:
             raise DataError(f"{r.task} {r.metric} {r.cls or ''} of {r.method} is {r.value}: rows store "
                             "fractions in [0, 1] (a percentage imported by mistake?)")
 
@@ -179,7 +197,7 @@ def _build(rows: Sequence[Row], columns: list[Column], methods: Sequence[str] | 
            labels: Mapping[str, str] | None, title: str, caption: str, show_std: bool) -> Table:
     keys = {(c.task, c.dataset, c.protocol, c.metric, c.cls): j for j, c in enumerate(columns)}
     selected = [r for r in rows if (r.task, r.dataset, r.protocol, r.metric, r.cls) in keys]
-    _check_fractions(selected)
+    _check_fractions(selected, columns, keys)
     order = order_methods((r.method for r in selected), methods, known=(r.method for r in rows))
     stats = seed_summary(r for r in selected if r.method in order)
     cells = {(key[0], keys[key[1:]]): s for key, s in stats.items()}
@@ -221,117 +239,115 @@ def _protocol_sentence(task: str, protocol: str) -> str:
             "method's images.")
 
 
-def class_table(rows: Sequence[Row], task: str, dataset: str, protocol: str,
+def _groups(rows: Sequence[Row], specs: Mapping[str, TaskSpec], keep=lambda spec: True) -> list[tuple]:
+    """(task, dataset, protocol) of the rows whose task is in ``specs`` (and ``keep(spec)``), in the order of
+    ``specs``, then of first appearance."""
+    order = {t: k for k, t in enumerate(specs)}
+    found = dict.fromkeys((r.task, r.dataset, r.protocol) for r in rows
+                          if r.task in specs and keep(specs[r.task]))
+    return sorted(found, key=lambda g: order[g[0]])  # stable: first appearance within a task
+
+
+def class_table(rows: Sequence[Row], spec: TaskSpec, dataset: str, protocol: str,
                 methods: Sequence[str] | None = None, labels: Mapping[str, str] | None = None,
                 show_std: bool = True) -> Table:
-    """Per-class table of one (task, dataset, protocol): AP50 per class + mAP50, mAP50_95 (detection) or
-    IoU per class + mIoU, mIoU_nobg, mAcc (segmentation), in %.
+    """Per-class table of one (task, dataset, protocol): the spec's ``per_class`` metric per class, then its
+    ``class_columns`` (e.g. AP50 per class + mAP50, mAP50_95 for detection).
 
     Args:
         rows: result rows (any mix; the table's own are selected).
-        task: ``"detection"`` or ``"segmentation"``.
+        spec: the task's spec; it needs a ``per_class`` metric.
         methods: selection and order of the rows (default: all, in order of first appearance); ``ir`` and
             ``vis`` are always shown, first.
         labels: display names (default ``ir`` -> IR, ``vis`` -> VI).
         show_std: print ``± std`` for cells with several seeds.
 
     Raises:
-        ConfigError: an unknown task or a method without rows.
-        DataError: no rows for this (task, dataset, protocol), or a stored value outside [0, 1].
+        ConfigError: a task without a per-class breakdown, or a method without rows.
+        DataError: no rows for this (task, dataset, protocol), or a percent value outside [0, 1].
     """
-    if task not in PER_CLASS:
-        raise ConfigError(f"per-class tables exist for {', '.join(PER_CLASS)}, not {task!r}")
+    task = spec.name
+    if spec.per_class is None:
+        raise ConfigError(f"task {task!r} has no per-class breakdown (its spec's per_class is None)")
     mine = [r for r in rows if r.task == task and r.dataset == dataset and r.protocol == protocol]
     if not mine:
         raise DataError(f"no {task} rows for dataset {dataset!r} and protocol {protocol!r}")
-    classes = list(dict.fromkeys(r.cls for r in mine if r.metric == PER_CLASS[task] and r.cls != OVERALL))
-    overall = [m for m in OVERALL_COLUMNS[task] if any(r.metric == m and r.cls == OVERALL for r in mine)]
-    columns = [Column(c, task, dataset, protocol, PER_CLASS[task], c) for c in classes]
-    columns += [Column(HEADERS.get(m, m), task, dataset, protocol, m) for m in overall]
-    if task == "detection":
-        what = ("AP@0.5 per class, mAP@0.5 and mAP@0.5:0.95 in % (COCO evaluation: 101-point interpolation, "
-                "all object sizes, at most 100 detections per image; classes without test objects are left "
-                "out).")
-    else:
-        bg = f" incl. {classes[0]}" if classes else ""
-        what = (f"IoU per class in %; mIoU over all {len(classes)} classes{bg}; mIoU_nobg without it (its "
-                "pixels still count as errors of the other classes); mAcc: mean per-class pixel accuracy over "
-                "the classes present in the ground truth. A class absent from ground truth and prediction is "
-                "left out.")
-    caption = " ".join([what, _protocol_sentence(task, protocol), _seed_sentence(mine, show_std),
-                        "Best in bold, second underlined."])
+    classes = list(dict.fromkeys(r.cls for r in mine if r.metric == spec.per_class and r.cls != OVERALL))
+    overall = [m for m in spec.class_columns if any(r.metric == m and r.cls == OVERALL for r in mine)]
+    columns = [column(spec, spec.per_class, dataset, protocol, c, header=c) for c in classes]
+    columns += [column(spec, m, dataset, protocol) for m in overall]
+    parts = [spec.caption, f"{len(classes)} classes: {', '.join(classes)}." if classes else ""]
+    if spec.trains:
+        parts += [_protocol_sentence(task, protocol), _seed_sentence(mine, show_std)]
+    caption = " ".join(p for p in [*parts, "Best in bold, second underlined."] if p)
     return _build(rows, columns, methods, labels, f"{dataset} {task}", caption, show_std)
 
 
-def class_tables(rows: Sequence[Row], methods: Sequence[str] | None = None,
+def class_tables(rows: Sequence[Row], specs: Mapping[str, TaskSpec], methods: Sequence[str] | None = None,
                  labels: Mapping[str, str] | None = None, show_std: bool = True) -> list[Table]:
-    """One :func:`class_table` per (task, dataset, protocol) of detection and segmentation rows, in order of
-    first appearance."""
-    groups = dict.fromkeys((r.task, r.dataset, r.protocol) for r in rows if r.task in PER_CLASS)
-    return [class_table(rows, t, d, p, methods, labels, show_std) for t, d, p in groups]
+    """One :func:`class_table` per (task, dataset, protocol) of the tasks in ``specs`` that have a per-class
+    breakdown, in the order of ``specs``, then of first appearance."""
+    return [class_table(rows, specs[t], d, p, methods, labels, show_std)
+            for t, d, p in _groups(rows, specs, lambda s: s.per_class is not None)]
 
 
-def _quality_columns(rows: Sequence[Row], metrics: Sequence[str] | None,
-                     higher_is_better: Mapping[str, bool] | None, decimals: int) -> list[Column]:
-    found = list(dict.fromkeys((r.dataset, r.protocol, r.metric) for r in rows if r.task == "quality"))
-    if metrics is not None:
-        found = [(d, p, m) for m in metrics for d, p, mm in found if mm == m]
-    hib = higher_is_better or {}
-    return [Column(f"{m}{'↑' if hib.get(m, True) else '↓'}", "quality", d, p, m, OVERALL, percent=False,
-                   higher_is_better=hib.get(m, True), decimals=decimals) for d, p, m in found]
-
-
-def quality_table(rows: Sequence[Row], metrics: Sequence[str] | None = None,
-                  higher_is_better: Mapping[str, bool] | None = None, methods: Sequence[str] | None = None,
-                  labels: Mapping[str, str] | None = None, decimals: int = 3, show_std: bool = True) -> Table:
-    """Methods x fusion-quality metrics (mean over test images), printed as they are.
+def metrics_table(rows: Sequence[Row], spec: TaskSpec, metrics: Sequence[str] | None = None,
+                  methods: Sequence[str] | None = None, labels: Mapping[str, str] | None = None,
+                  show_std: bool = True) -> Table:
+    """Methods x every overall metric of one task (e.g. the fusion-quality metrics), one column per
+    (dataset, protocol, metric) with rows.
 
     Args:
-        metrics: columns and their order (default: every quality metric in the rows).
-        higher_is_better: metric -> direction for the bold/underline marks and the header arrow (default True).
-        decimals: decimals printed.
+        metrics: columns and their order (default: the spec's metrics, in its order).
+
+    Raises:
+        DataError: no rows of these metrics.
     """
-    columns = _quality_columns(rows, metrics, higher_is_better, decimals)
+    names = list(metrics) if metrics is not None else [m.name for m in spec.metrics]
+    found = list(dict.fromkeys((r.dataset, r.protocol, r.metric) for r in rows
+                               if r.task == spec.name and r.cls == OVERALL))
+    columns = _unique_headers([column(spec, m, d, p) for m in names for d, p, mm in found if mm == m])
     if not columns:
-        raise DataError("no quality rows" + (f" for metrics {list(metrics)}" if metrics else ""))
+        raise DataError(f"no {spec.name} rows" + (f" for metrics {list(metrics)}" if metrics else ""))
+    mine = [r for r in rows if r.task == spec.name]
     datasets = ", ".join(dict.fromkeys(c.dataset for c in columns))
-    caption = ("Fusion-quality metrics of the fused test images, mean over images (↑ higher is better, "
-               "↓ lower). Best in bold, second underlined.")
-    return _build(rows, columns, methods, labels, f"{datasets} fusion quality", caption, show_std)
+    parts = [spec.caption]
+    if spec.trains:
+        parts += [_protocol_sentence(spec.name, p) for p in dict.fromkeys(c.protocol for c in columns)]
+        parts.append(_seed_sentence(mine, show_std))
+    caption = " ".join(p for p in [*parts, "Best in bold, second underlined."] if p)
+    return _build(rows, columns, methods, labels, f"{datasets} {spec.name}", caption, show_std)
 
 
-def summary_table(rows: Sequence[Row], quality_metrics: Sequence[str] = SUMMARY_QUALITY,
-                  higher_is_better: Mapping[str, bool] | None = None,
-                  headline: Mapping[str, Sequence[str]] = HEADLINE, methods: Sequence[str] | None = None,
-                  labels: Mapping[str, str] | None = None, quality_decimals: int = 3,
-                  show_std: bool = True) -> Table:
-    """Methods x headline metrics across tasks: mAP50 / mAP50_95 per detection protocol, mIoU / mAcc per
-    segmentation protocol, then the ``quality_metrics`` present in the rows.
+def summary_table(rows: Sequence[Row], specs: Mapping[str, TaskSpec], methods: Sequence[str] | None = None,
+                  labels: Mapping[str, str] | None = None, show_std: bool = True) -> Table:
+    """Methods x the ``headline`` metrics of every task in ``specs`` (per dataset and protocol), in the
+    order of ``specs``.
 
     Raises:
         DataError: none of these metrics has rows.
     """
     columns = []
-    groups = dict.fromkeys((r.task, r.dataset, r.protocol) for r in rows if r.task in headline)
-    for task, dataset, protocol in groups:
-        for m in headline[task]:
+    for task, dataset, protocol in _groups(rows, specs):
+        for m in specs[task].headline:
             if any(r.task == task and r.dataset == dataset and r.protocol == protocol and r.metric == m
                    and r.cls == OVERALL for r in rows):
-                columns.append(Column(HEADERS.get(m, m), task, dataset, protocol, m))
-    columns += _quality_columns(rows, quality_metrics, higher_is_better, quality_decimals)
+                columns.append(column(specs[task], m, dataset, protocol))
     if not columns:
         raise DataError("no headline metrics in the rows")
     columns = _unique_headers(columns)
     parts = []
     for task, dataset, protocol in dict.fromkeys((c.task, c.dataset, c.protocol) for c in columns):
-        if task == "quality":
-            continue
-        n = _n_seeds(r for r in rows if (r.task, r.dataset, r.protocol) == (task, dataset, protocol))
-        seeds = f", mean{' ± sd' if show_std else ''} over {n} seeds" if n > 1 else ", one seed"
-        what = "COCO mAP" if task == "detection" else "mIoU over all classes incl. class 0 and mAcc"
-        parts.append(f"{dataset} {task} (protocol {protocol}{seeds}): {what} in %.")
-    if any(c.task == "quality" for c in columns):
-        parts.append("Quality metrics: mean over fused test images (↑ higher is better, ↓ lower).")
+        spec = specs[task]
+        mine = [c for c in columns if (c.task, c.dataset, c.protocol) == (task, dataset, protocol)]
+        what = spec.summary or ", ".join(spec.metric(c.metric).label for c in mine)
+        unit = " in %" if all(c.percent for c in mine) else ""
+        how = ""
+        if spec.trains:
+            n = _n_seeds(r for r in rows if (r.task, r.dataset, r.protocol) == (task, dataset, protocol))
+            seeds = f", mean{' ± sd' if show_std else ''} over {n} seeds" if n > 1 else ", one seed"
+            how = f" (protocol {protocol}{seeds})"
+        parts.append(f"{dataset} {task}{how}: {what}{unit}.")
     parts.append("Best in bold, second underlined.")
     return _build(rows, columns, methods, labels, "Summary", " ".join(parts), show_std)
 
@@ -346,6 +362,37 @@ def _unique_headers(columns: list[Column]) -> list[Column]:
         columns = [replace(c, header=f"{c.header} ({getattr(c, part)})") if c.header in differ else c
                    for c in columns]
     return columns
+
+
+def run_tables(run: RunData, labels: Mapping[str, str] | None = None,
+               show_std: bool = True) -> list[tuple[str, Table]]:
+    """Every table of a run as (file stem, table): the summary, a per-class table per (task, dataset,
+    protocol) of a task with a per-class breakdown (``<task>_per_class[_k]``), a metrics table per task
+    without one (``<task>``); the saved paired comparisons (:mod:`taskeval.reporting.comparisons`) are the
+    footnotes of their task's tables. Tables without rows are left out."""
+    specs = {t: run.spec(t) for t in run.tasks}
+    have = {r.method for r in run.rows}
+    methods = [m for m in run.method_order if m in have]
+    out: list[tuple[str, Table]] = []
+    try:
+        out.append(("summary", summary_table(run.rows, specs, methods, labels, show_std)))
+    except DataError:
+        pass
+    for task, spec in specs.items():
+        if spec.per_class is not None:
+            groups = [g for g in _groups(run.rows, {task: spec})]
+            for k, (_, dataset, protocol) in enumerate(groups):
+                t = class_table(run.rows, spec, dataset, protocol, methods, labels, show_std)
+                t.add_notes(comparison_lines(run.path, task, dataset, protocol))
+                out.append((f"{task}_per_class" + (f"_{k + 1}" if len(groups) > 1 else ""), t))
+            continue
+        try:
+            t = metrics_table(run.rows, spec, methods=methods, labels=labels, show_std=show_std)
+        except DataError:
+            continue
+        t.add_notes(comparison_lines(run.path, task))
+        out.append((task, t))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- renderers
