@@ -20,6 +20,7 @@ from taskeval.config import build, deep_merge, parse_overrides, read_yaml_mappin
 from taskeval.data.synth import SynthConfig
 from taskeval.errors import ConfigError
 from taskeval.fusion_train import FusionTrainConfig
+from taskeval.reporting.options import FigureOptions
 
 DEFAULT_TASKS = ("detection", "segmentation", "quality")
 
@@ -65,18 +66,6 @@ class DataEntry:
 
 
 @dataclass(frozen=True)
-class FiguresEntry:
-    """The ``figures:`` section: which scenes the image grids show and how (see taskeval.reporting.figures)."""
-
-    scenes: tuple[str, ...] = ()   # test ids; empty = chosen where methods disagree most
-    n_scenes: int = 3
-    score_threshold: float = 0.25  # detection boxes drawn from this score
-    insets: dict = field(default_factory=dict)  # test id -> [x, y, w, h] pixel region magnified in every panel
-    draw_gt: bool = False          # ground-truth boxes (dashed) in the detection grid
-    radar: str = "minmax"          # radar axis normalisation: minmax or rank
-
-
-@dataclass(frozen=True)
 class BenchmarkConfig:
     """A run: ``methods`` x ``tasks`` x ``seeds`` on one dataset.
 
@@ -102,7 +91,7 @@ class BenchmarkConfig:
     fixed_checkpoint: dict = field(default_factory=dict)
     cache: str | None = None
     device: str = "auto"           # auto: the GPU where there is one (taskeval.devices)
-    figures: FiguresEntry = FiguresEntry()
+    figures: FigureOptions = FigureOptions()
     launcher: dict = field(default_factory=dict)
 
     def protocol_name(self, task: str) -> str | None:

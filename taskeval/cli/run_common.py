@@ -183,7 +183,6 @@ def finish_task_command(cfg: BenchmarkConfig, run: RunDir, args, runner, report,
     store = runner.store
     every = store.rows()
     wanted = {(c.method, c.protocol, c.seed) for c in runner.plan.cells()}
-    rows = [r for r in every if (r.method, r.protocol, r.seed) in wanted and r.task == task]
     write_rows(every, run.path / "results.json")
     summary = write_summary(every, run.path / "summary.csv")
     if getattr(args, "json", False):
@@ -191,28 +190,22 @@ def finish_task_command(cfg: BenchmarkConfig, run: RunDir, args, runner, report,
         print_json({"run": str(run.path), "protocol": runner.plan.protocol_id(task), "summary": mine,
                     "failed": report.failed})
         return 1 if report.failed else 0
-    print_task_tables(rows, [m.name for m in cfg.methods])
+    print_task_tables(run.path, task)
     for line in failure_lines(report, runner):
         print(line)
     print(f"results: {run.path / 'results.csv'}, {run.path / 'summary.csv'}; report: taskeval report {run.path}")
     return 1 if report.failed else 0
 
 
-def print_task_tables(rows, methods: list[str]) -> None:
-    """The per-class (or metrics) tables of ``rows`` in the terminal."""
-    from taskeval import tables as T
+def print_task_tables(run_path: Path, task: str) -> None:
+    """The run's tables of ``task`` (per class, or its metrics table) in the terminal, as the report has them."""
     from taskeval.console import print_table
-    from taskeval.errors import DataError
+    from taskeval.reporting.run import RunData
+    from taskeval.reporting.tables import run_tables, to_rich
 
-    try:
-        tables = T.class_tables(rows, methods=[m for m in methods if any(r.method == m for r in rows)])
-        if not tables:
-            tables = [T.quality_table(rows, methods=[m for m in methods if any(r.method == m for r in rows)])]
-    except DataError as exc:
-        print(f"no table: {exc}")
-        return
-    for t in tables:
-        print_table(T.to_rich(t))
+    for stem, table in run_tables(RunData.open(run_path)):
+        if stem == task or stem.startswith(f"{task}_per_class"):
+            print_table(to_rich(table))
 
 
 def check_out_matches(out: Path, cfg: BenchmarkConfig) -> None:

@@ -2,6 +2,7 @@
 
 Modules, each importing only those listed before it (tested: no cycle, no runner, no CLI)::
 
+    options      the figures: section of a run configuration (no matplotlib)
     run          RunData: finished and failed cells, rows, task specs (RUN/tasks.json or the registry)
     comparisons  saved paired comparisons (RUN/stats/<task>_vs_reference.json), via taskeval.stats
     tables       paper-style tables from rows and specs; every table of a run

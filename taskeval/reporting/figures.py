@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from matplotlib import rc_context
@@ -22,23 +22,12 @@ from matplotlib.figure import Figure
 
 from taskeval.errors import DataError
 from taskeval.reporting import charts, grids
+from taskeval.reporting.options import FigureOptions
 from taskeval.reporting.run import RunData
 from taskeval.reporting.style import STYLE
 from taskeval.rundir import atomic_write_bytes, latest_config
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class FigureOptions:
-    """The ``figures:`` section of a run's configuration: which scenes the image grids show and how."""
-
-    scenes: tuple[str, ...] = ()   # test ids; empty = chosen where methods disagree most
-    n_scenes: int = 3
-    score_threshold: float = 0.25  # boxes drawn from this score
-    insets: dict = field(default_factory=dict)  # test id -> [x, y, w, h] pixel region magnified in each panel
-    draw_gt: bool = False          # ground-truth boxes (dashed) in the box grid
-    radar: str = "minmax"          # radar axis normalisation: minmax or rank
 
 
 def config_figure_options(run_dir: str | Path) -> dict:
@@ -105,10 +94,10 @@ def render_all(run_dir: str | Path, out_dir: str | Path | None = None, scenes: S
 
     plans = []
     for task in run.tasks:
-        labels = run.spec(task).labels
+        grid = run.spec(task).grid
         if task not in with_cells:
             continue
-        if labels == "boxes":
+        if grid == "boxes":
             caption = (rows_text("the methods' recall at IoU 0.5") +
                        "Columns: IR and visible images with the boxes of the networks trained on IR-only and "
                        "visible-only images, then each method's fused image with the boxes of the network "
@@ -117,7 +106,7 @@ def render_all(run_dir: str | Path, out_dir: str | Path | None = None, scenes: S
             plans.append((f"{task}_grid", f"{task.capitalize()} examples", caption,
                           lambda task=task: grids.detection_grid(run, chosen, n_scenes, score_threshold,
                                                                  insets, draw_gt=draw_gt, task=task)))
-        elif labels == "masks":
+        elif grid == "masks":
             caption = (rows_text("the methods' per-image mIoU") + "Columns: IR, visible, ground truth, then "
                        "each method's prediction in the dataset palette.")
             plans.append((f"{task}_grid", f"{task.capitalize()} examples", caption,

@@ -1,5 +1,5 @@
 """Example grids of a run: rows = test scenes, columns = IR, visible, then what each method's task network
-made of its fused images. Which grid a task gets follows its spec's label kind (``TaskSpec.labels``):
+made of its fused images. Which grid a task gets follows its spec (``TaskSpec.grid``):
 
 * ``"boxes"``: :func:`detection_grid`, boxes from the cell's COCO ``gt.json`` / ``predictions.json``;
 * ``"masks"``: :func:`segmentation_grid`, label maps from the cell's ``pred/<id>.png`` and
@@ -47,10 +47,10 @@ INSET_CORNERS = {"lower right": (0.59, 0.02), "lower left": (0.02, 0.02), "upper
 INSET_ANCHORS = {"lower right": "SE", "lower left": "SW", "upper right": "NE", "upper left": "NW"}
 
 
-def grid_task(run: RunData, labels: str) -> str | None:
+def grid_task(run: RunData, grid: str) -> str | None:
     """The first task of the run with finished cells whose spec has this label kind (None if none)."""
     have = {c["task"] for c in run.cells}
-    return next((t for t in run.tasks if t in have and run.spec(t).labels == labels), None)
+    return next((t for t in run.tasks if t in have and run.spec(t).grid == grid), None)
 
 
 # --------------------------------------------------------------------------------------- detections
@@ -273,7 +273,7 @@ def detection_grid(run: RunData, scenes: Sequence[str] | None = None, n_scenes: 
         insets: id -> (x, y, w, h) pixel region magnified in ``inset_corner`` of every panel of that row.
         draw_gt: also draw the ground-truth boxes (dashed white) on the visible column.
         methods, protocol, seed: which cells (see :meth:`RunData.task_cells`).
-        task: the task whose cells are drawn (default: the first with ``labels == "boxes"``).
+        task: the task whose cells are drawn (default: the first with ``grid == "boxes"``).
 
     Raises:
         DataError: no such cells, an unknown scene id, or a missing fused image or box file.
@@ -344,7 +344,7 @@ def segmentation_grid(run: RunData, scenes: Sequence[str] | None = None, n_scene
     """Rows = scenes; columns = IR, visible, ground truth, then each method's prediction, in the palette.
 
     Args:
-        task: the task whose cells are drawn (default: the first with ``labels == "masks"``).
+        task: the task whose cells are drawn (default: the first with ``grid == "masks"``).
 
     Raises:
         DataError: no such cells, no masks in the dataset, unknown ids, missing predictions.

@@ -28,8 +28,8 @@ from taskeval.tasks.base import TaskSpec
 
 LEGACY_HINT = ("it was written by `taskeval segment` before the results store (cells/<method>/<protocol>/"
                "seed<k>/rows.csv, no cell.json), a layout reports cannot read. Convert it by running the "
-               "same `taskeval segment` command again with --out {path} --resume: finished trainings are "
-               "reused and the cells are written into the store (cells/<id>/cell.json)")
+               "same `taskeval segment` command again with --out {path} --resume: its cells are computed "
+               "again into the store (cells/<id>/cell.json); the old files are left as they are")
 
 
 @dataclass(frozen=True)
@@ -97,6 +97,11 @@ class RunData:
                     raise DataError(f"{p.parent / 'rows.csv'}: cannot read the rows of a finished cell "
                                     f"({type(exc).__name__}: {exc})") from None
             elif status == "failed":
+                failed.append(_failed(meta))
+        for p in sorted(cells_dir.glob("*/failed.json")):  # the runner's record of a cell that raised
+            if not (p.parent / "cell.json").is_file():
+                meta = _read_json(p, "a failed-cell record")
+                meta["dir"] = str(p.parent)
                 failed.append(_failed(meta))
         configured: list[str] = []
         for m in latest_config(path).get("methods") or ():

@@ -54,8 +54,9 @@ class TaskSpec:
     Attributes:
         name: the ``Row.task`` value (``"detection"``).
         short: short name for config keys (``det_protocol``, ``det:``) and ``joint --task``.
-        labels: label kind the dataset must provide (``"boxes"``, ``"masks"``) or None; also decides
-            which example grid the report draws.
+        labels: label kind the dataset must provide (``"boxes"``, ``"masks"``) or None.
+        grid: the example grid its cells' artefacts can be drawn as (``"boxes"``: COCO ``gt.json`` and
+            ``predictions.json``; ``"masks"``: ``pred/<id>.png`` and ``per_image_confmat.npz``), or None.
         metrics: every metric its rows carry (overall rows have ``cls == ""``, per-class rows a class name).
         headline: summary-table columns; the first is the task's headline metric (comparisons,
             learned-nothing guard).
@@ -84,6 +85,7 @@ class TaskSpec:
     distributed: bool = False
     caption: str = ""
     summary: str = ""
+    grid: str | None = None
 
     def __post_init__(self):
         names = [m.name for m in self.metrics]

@@ -45,7 +45,7 @@ class DetectionEvaluation:
 @register_task
 class DetectionTask(Task):
     spec = TaskSpec(
-        name="detection", short="det", labels="boxes",
+        name="detection", short="det", labels="boxes", grid="boxes",
         metrics=(Metric("mAP50", header="mAP@.5", definition="COCO AP at IoU 0.5, mean over classes"),
                  Metric("mAP50_95", header="mAP@.5:.95", definition="COCO AP averaged over IoU 0.5:0.95"),
                  Metric("precision", header="P", definition="precision at IoU 0.5 at the confidence of best "

@@ -82,7 +82,7 @@ class SegmentationEvaluation:
 @register_task
 class SegmentationTask(Task):
     spec = TaskSpec(
-        name="segmentation", short="seg", labels="masks",
+        name="segmentation", short="seg", labels="masks", grid="masks",
         metrics=(Metric("mIoU", definition="mean IoU over all classes incl. class 0; classes absent from ground "
                                            "truth and prediction left out"),
                  Metric("mIoU_nobg", definition="mean IoU without class 0 (its pixels still count as errors of "
