@@ -77,12 +77,18 @@ def load_weights(model: nn.Module, source, strict: bool = True) -> None:
 
     A model whose official file is not one state dict (e.g. several sub-network state dicts side by
     side) defines ``convert_official_checkpoint(obj) -> obj``; it receives the loaded object first
-    and returns it in a form :func:`extract_state_dict` understands (unchanged if already so).
+    and returns it in a form :func:`extract_state_dict` understands (unchanged if already so). A model
+    whose official weights span several files (DIDFuse's ``Encoder.pkl`` + ``Decoder.pkl``) defines
+    ``read_checkpoint_files(path) -> obj``, which replaces :func:`read_checkpoint` for a path.
 
     Raises:
         WeightsError: listing missing keys, unexpected keys and shape mismatches.
     """
-    obj = read_checkpoint(source) if not isinstance(source, dict) else source
+    if isinstance(source, dict):
+        obj = source
+    else:
+        reader = getattr(model, "read_checkpoint_files", read_checkpoint)
+        obj = reader(source)
     convert = getattr(model, "convert_official_checkpoint", None)
     if convert is not None:
         obj = convert(obj)
