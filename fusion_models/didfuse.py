@@ -161,6 +161,18 @@ class DIDFuse(nn.Module):
         self.decoder = Decoder()
 
     @staticmethod
+    def weight_files(path: str | Path) -> list[Path]:
+        """The files a weights path reads: an official part (``Encoder*`` / ``Decoder*`` in its name) and
+        its partner beside it, else the path alone (by name: the partner's bytes enter every cache key)."""
+        path = Path(path)
+        for part in PARTS:
+            if part in path.name:
+                partner = path.with_name(path.name.replace(part, PARTS[1 - PARTS.index(part)]))
+                if partner.is_file():
+                    return sorted([path, partner])
+        return [path]
+
+    @staticmethod
     def read_checkpoint_files(path: str | Path):
         """Read weights for this model: one taskeval checkpoint, or the two official files.
 
@@ -271,6 +283,7 @@ def official_image(model: DIDFuse, ir: torch.Tensor, vis: torch.Tensor, text=Non
     weights_file="Encoder.pkl",
     description="auto-encoder splitting base and detail features; the four feature pairs summed; output grey",
     official_image=official_image,
+    weight_files=lambda path: DIDFuse.weight_files(path),
 )
 def didfuse() -> nn.Module:
     return DIDFuse()

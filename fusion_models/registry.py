@@ -24,7 +24,7 @@ from taskeval.registry import Registry
 
 # Every module of this package except the infrastructure ones defines built-in methods; they are
 # imported on first use of the registry (adding a model = adding one file).
-_INFRASTRUCTURE = {"registry", "weights", "layers", "precomputed", "training", "losses"}
+_INFRASTRUCTURE = {"registry", "weights", "layers", "precomputed", "training", "losses", "official_io"}
 BUILTIN_MODULES = tuple(
     f"fusion_models.{m.name}"
     for m in pkgutil.iter_modules([str(Path(__file__).parent)])
@@ -59,6 +59,8 @@ class FusionSpec:
             code writes, (N,H,W) grey or (N,H,W,3) RGB: its input preparation, forward pass, clamping,
             min-max, truncation and colour round trips included. None: the method has no official code
             to follow (classic fusions, plug-ins) and the harness's float path is used.
+        weight_files: ``fn(path) -> [paths]``, every file a weights path reads (DIDFuse's encoder and
+            decoder are two files); None: the path alone. Keys hash all of them.
     """
 
     name: str
@@ -76,6 +78,7 @@ class FusionSpec:
     description: str = ""
     default_kwargs: dict = field(default_factory=dict, compare=False)
     official_image: Callable | None = field(default=None, repr=False, compare=False)
+    weight_files: Callable | None = field(default=None, repr=False, compare=False)
 
     @property
     def learned(self) -> bool:

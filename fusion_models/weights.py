@@ -113,6 +113,20 @@ def load_weights(model: nn.Module, source, strict: bool = True) -> None:
     model.load_state_dict(cast, strict=strict)
 
 
+def weights_digest(spec, weights: str | os.PathLike, length: int = 64) -> str:
+    """sha256 over the bytes of every file ``weights`` of method ``spec`` reads (``"official"`` resolved;
+    :attr:`FusionSpec.weight_files` names the partner files of multi-file weights), the same in every
+    process and after a copy."""
+    from taskeval.fingerprint import digest, file_digests
+
+    path = resolve_weights(spec, weights)
+    files = [Path(f) for f in spec.weight_files(path)] if spec.weight_files else [path]
+    digests = file_digests(files)
+    if len(files) == 1:
+        return digests[files[0]][:length]
+    return digest([digests[f] for f in files], length)
+
+
 def file_hash(path: str | os.PathLike, length: int = 16) -> str:
     """sha256 of a file (hex prefix), used in cache keys and provenance."""
     h = hashlib.sha256()

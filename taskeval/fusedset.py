@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from fusion_models import create_fusion_model, get_fusion_spec
-from fusion_models.weights import file_hash, resolve_weights
+from fusion_models.weights import weights_digest
 from taskeval.data.dataset import PairedDataset
 from taskeval.errors import DataError, WeightsError
 from taskeval.filelock import file_lock
@@ -146,8 +146,7 @@ def fuse_split(ds: PairedDataset, method: str, cache_dir: str | Path, weights: s
 
         weights_id = "model:" + state_dict_hash(model)
     elif weights is not None:
-        wpath = resolve_weights(spec, weights)
-        weights_id = "file:" + file_hash(wpath)
+        weights_id = "file:" + weights_digest(spec, weights, 16)
     else:
         weights_id = "none"
     parts = cache_key_parts(method, weights_id, ds, {"text": _text_digests(text_dir, ds.ids)},

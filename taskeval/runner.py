@@ -266,9 +266,9 @@ class Runner:
             if weights == "train":
                 described = self._trained_here()
             elif weights:
-                from fusion_models.weights import resolve_weights
+                from fusion_models.weights import weights_digest
 
-                described = "sha256:" + file_digest(resolve_weights(get_fusion_spec(entry.name), weights), 64)
+                described = "sha256:" + weights_digest(get_fusion_spec(entry.name), weights)
             else:
                 described = None
             folder = None

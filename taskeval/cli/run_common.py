@@ -122,13 +122,28 @@ def start_run(cfg: BenchmarkConfig, out: str | Path | None, command: str, resume
     # matplotlib's font cache (figures, ultralytics) inside the run, set before anything imports matplotlib
     os.environ.setdefault("MPLCONFIGDIR", str(run.third_party_dir() / "matplotlib"))
     if int(os.environ.get("RANK", "0")) == 0 or world_from_env() == 1:
-        run.write_provenance({**to_dict(cfg), "command": command, **(extra or {})}, seeds=cfg.seeds)
+        run.write_provenance({**to_dict(cfg), "command": command, "weight_hashes": weight_hashes(cfg), **(extra or {})},
+                             seeds=cfg.seeds)
     run.attach_log()
     if not getattr(args, "verbose", False):  # the terminal shows progress bars and warnings; INFO goes to the log
         for h in logging.getLogger().handlers:
             if type(h) is logging.StreamHandler:
                 h.setLevel(logging.WARNING)
     return run
+
+
+def weight_hashes(cfg: BenchmarkConfig) -> dict[str, str]:
+    """method (``method@seed<k>`` for per-seed weights) -> sha256 of its weight files, for the provenance."""
+    from fusion_models import get_fusion_spec
+    from fusion_models.weights import weights_digest
+
+    out = {}
+    for m in cfg.methods:
+        given = {f"{m.name}@seed{s}": w for s, w in m.seed_weights.items()} or {m.name: m.weights}
+        for key, w in given.items():
+            if w and w != "train" and m.folder is None:
+                out[key] = weights_digest(get_fusion_spec(m.name), w)
+    return out
 
 
 def execute(cfg: BenchmarkConfig, run: RunDir, args, shard=None, cells=None):
