@@ -96,7 +96,7 @@ def git_commit(path: Path | None = None) -> dict:
         return {}
 
 
-def provenance(config: dict | None = None, seeds=None) -> dict:
+def provenance(config: dict | None = None, seeds=None, extra: dict | None = None) -> dict:
     return {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": sys.argv,
@@ -105,6 +105,7 @@ def provenance(config: dict | None = None, seeds=None) -> dict:
         "hardware": hardware(),
         "seeds": list(seeds) if seeds is not None else None,
         "config": config,
+        **(extra or {}),
     }
 
 
@@ -130,8 +131,10 @@ class RunDir:
         out.mkdir(parents=True, exist_ok=True)
         return cls(out)
 
-    def write_provenance(self, config: dict | None, seeds=None) -> None:
-        prov = provenance(config, seeds)
+    def write_provenance(self, config: dict | None, seeds=None, extra: dict | None = None) -> None:
+        """``config.yaml`` (the configuration alone: it can be loaded again) and ``provenance.json`` (it, the
+        command line, versions, git commit, hardware, seeds and ``extra``, e.g. weight hashes)."""
+        prov = provenance(config, seeds, extra)
         text = yaml.safe_dump(config or {}, sort_keys=False)
         if not (self.path / "provenance.json").exists():
             atomic_write_text(self.path / "config.yaml", text)

@@ -61,8 +61,8 @@ def run(args) -> int:
         "data": {"card": str(args.data), "root": args.root, "train_split": args.train_split,
                  "test_split": args.test_split},
         "protocols": {task.name: args.protocol}, "device": device}, "joint")
-    run_dir.write_provenance({**to_dict(bench), "command": "joint", "joint": {
-        "fusion": args.fusion, "task": args.task, "init_weights": args.weights, **to_dict(cfg)}}, seeds=seeds)
+    run_dir.write_provenance(to_dict(bench), seeds=seeds, extra={"run_command": "joint", "joint": {
+        "fusion": args.fusion, "task": args.task, "init_weights": args.weights, **to_dict(cfg)}})
     if args.no_eval:
         return 0
     plan, runner, report = execute(bench, run_dir, args)

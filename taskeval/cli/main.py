@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "taskeval.cli.joint_cmd",
     "taskeval.cli.benchmark_cmd",
     "taskeval.cli.report_cmd",
+    "taskeval.cli.status_cmd",
 )
 
 

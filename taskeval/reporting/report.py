@@ -261,7 +261,7 @@ def provenance_html(run: RunData, config_text: str) -> str:
         lines += [(f"hardware: {k}", json.dumps(v) if not isinstance(v, str) else v)
                   for k, v in (rec.get("hardware") or {}).items()]
         lines += [(f"version: {k}", v) for k, v in (rec.get("versions") or {}).items()]
-        hashes = (rec.get("config") or {}).get("weight_hashes") or {}
+        hashes = rec.get("weight_hashes") or (rec.get("config") or {}).get("weight_hashes") or {}
         lines += [(f"weights: {k}", v) for k, v in hashes.items()]
         out.append(table(None, lines))
     if config_text:
