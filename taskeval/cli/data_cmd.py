@@ -7,6 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from taskeval.cli.common import add_overrides, print_json
@@ -67,7 +68,7 @@ def run_check(args) -> int:
                     "problems": [asdict(p) for p in problems.items]})
         return 0 if report.ok else 1
     con = Console()
-    t = Table(title=f"{card.name} ({card.format}) at {card.root}")
+    t = Table(title=escape(f"{card.name} ({card.format}) at {card.root}"))
     t.add_column("split")
     t.add_column("pairs", justify="right")
     t.add_column("boxes per class")
@@ -133,12 +134,12 @@ def run_cards(args) -> int:
         try:
             c = load_card(name)
         except ConfigError as exc:
-            t.add_row(name, "?", "", "", f"error: {exc}")
+            t.add_row(name, "?", "", "", escape(f"error: {exc}"))
             continue
         classes = f"det {len(c.det_classes)}" if c.det_classes else ""
         if c.seg_classes:
             classes += f"{', ' if classes else ''}seg {len(c.seg_classes)}"
-        t.add_row(name, c.format, ",".join(c.tasks), classes, str(c.root or "(set --root)"))
+        t.add_row(name, c.format, ",".join(c.tasks), classes, escape(str(c.root or "(set --root)")))
     t.add_row("synth", "folders", "det,seg", f"det {len(DET_CLASSES)}, seg {len(SEG_CLASSES)}", "generated on first use (--root, $TASKEVAL_SYNTH_DIR "
               "or runs/data/synth)")
     print_table(t)

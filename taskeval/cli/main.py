@@ -53,7 +53,14 @@ def main(argv: list[str] | None = None) -> int:
         if argv[:2] == [a, b]:
             argv = [name, *argv[2:]]
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # key=value overrides may also follow the options (`benchmark quick --out x det.epochs=3`): argparse
+    # stops filling a positional list at the first option, so the rest arrive as unknown arguments
+    args, unknown = parser.parse_known_args(argv)
+    stray = [a for a in unknown if a.startswith("-") or "=" not in a or not hasattr(args, "overrides")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if unknown:
+        args.overrides = list(args.overrides) + unknown
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     if args.command is None:

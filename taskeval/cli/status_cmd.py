@@ -31,6 +31,7 @@ def planned_cells(run: Path, plugins) -> list:
 
 
 def _table(statuses):
+    from rich.markup import escape
     from rich.table import Table
 
     t = Table(title="cells")
@@ -38,7 +39,7 @@ def _table(statuses):
         t.add_column(col)
     for s in sorted(statuses, key=lambda s: (ORDER.index(s.state) if s.state in ORDER else 99, s.cell)):
         detail = s.error + (f"  [{s.log}]" if s.log and s.state not in ("done",) else "")
-        t.add_row(s.cell, s.state, s.job, detail)
+        t.add_row(escape(s.cell), s.state, s.job, escape(detail))
     return t
 
 
