@@ -124,19 +124,9 @@ def _size_groups(ds: PairedDataset, ids: list[str], batch_size: int) -> list[lis
     return [idx[k:k + batch_size] for idx in by_size.values() for k in range(0, len(idx), batch_size)]
 
 
-def fuse_split(ds: PairedDataset, method: str, cache_dir: str | Path, weights: str | None = None,
-               device: str = "cpu", batch_size: int = 4, progress: bool = True, model=None,
-               text_dir: str | Path | None = None) -> FusedSet:
-    """Fuse every pair of ``ds`` with ``method`` (cached) and return the :class:`FusedSet`.
-
-    Args:
-        ds: the split to fuse.
-        method: registered fusion method name.
-        cache_dir: folder for ``<dataset>/<method>-<key>.h5`` and the exported PNGs.
-        weights: checkpoint path / ``"official"``; required for learned methods.
-        model: an already built model (joint training); its state is hashed into the key.
-        text_dir: per-image text embeddings ``<id>.npy`` for methods with ``needs_text``.
-    """
+def cache_location(ds: PairedDataset, method: str, cache_dir: str | Path, weights: str | None = None, model=None,
+                   text_dir: str | Path | None = None) -> tuple[dict, Path]:
+    """The key parts and the HDF5 file of ``method``'s fused images of ``ds`` in ``cache_dir``."""
     spec = get_fusion_spec(method)
     if model is None and spec.trainable and weights is None:
         raise WeightsError(f"{method!r} is a learned method and needs weights: pass weights=PATH (or 'official' "
@@ -151,13 +141,44 @@ def fuse_split(ds: PairedDataset, method: str, cache_dir: str | Path, weights: s
         weights_id = "none"
     parts = cache_key_parts(method, weights_id, ds, {"text": _text_digests(text_dir, ds.ids)},
                             manifests=manifest_folder(cache_dir, ds.card.name))
+    return parts, Path(cache_dir) / ds.card.name / f"{method}-{digest(parts)}.h5"
+
+
+def cached_ids(ds: PairedDataset, method: str, cache_dir: str | Path, weights: str | None = None,
+               text_dir: str | Path | None = None) -> set[str]:
+    """The ids of ``ds`` whose fused image is already in the cache (nothing is computed)."""
+    _, h5_path = cache_location(ds, method, cache_dir, weights, None, text_dir)
+    if not h5_path.is_file():
+        return set()
+    try:
+        with h5py.File(h5_path, "r") as h5:
+            grp = h5.get(ds.split)
+            return {i for i in ds.ids if grp is not None and i in grp}
+    except OSError:
+        return set()
+
+
+def fuse_split(ds: PairedDataset, method: str, cache_dir: str | Path, weights: str | None = None,
+               device: str = "cpu", batch_size: int = 4, progress: bool = True, model=None,
+               text_dir: str | Path | None = None) -> FusedSet:
+    """Fuse every pair of ``ds`` with ``method`` (cached) and return the :class:`FusedSet`.
+
+    Args:
+        ds: the split to fuse.
+        method: registered fusion method name.
+        cache_dir: folder for ``<dataset>/<method>-<key>.h5`` and the exported PNGs.
+        weights: checkpoint path / ``"official"``; required for learned methods.
+        model: an already built model (joint training); its state is hashed into the key.
+        text_dir: per-image text embeddings ``<id>.npy`` for methods with ``needs_text``.
+    """
+    spec = get_fusion_spec(method)
+    parts, h5_path = cache_location(ds, method, cache_dir, weights, model, text_dir)
     key = digest(parts)
-    folder = Path(cache_dir) / ds.card.name
+    folder = h5_path.parent
     folder.mkdir(parents=True, exist_ok=True)
-    h5_path = folder / f"{method}-{key}.h5"
     png_dir = folder / f"{method}-{key}" / ds.split
     with file_lock(h5_path.with_suffix(".lock")), _open_cache(h5_path) as h5:
-        h5.attrs.update({"method": method, "key": key, "weights": weights_id, "dataset": ds.card.name})
+        h5.attrs.update({"method": method, "key": key, "weights": parts["weights"], "dataset": ds.card.name})
         grp = h5.require_group(ds.split)
         todo = [s for s in ds.ids if s not in grp]
         computed = len(todo)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import logging
 import time
 import traceback
@@ -91,9 +92,23 @@ class Plan:
         # the training split is read only when something is trained on it
         self.train_ds = PairedDataset(self.card, cfg.data.train_split) if needs_train else None
         if check_data:
+            missing = self.missing_weights()
+            if missing:
+                raise ConfigError("official weights not found (TASKEVAL_WEIGHTS_DIR="
+                                  f"{os.environ.get('TASKEVAL_WEIGHTS_DIR') or 'unset'}):\n" +
+                                  "\n".join(f"  {m.method}: {m.file} ({m.where})" for m in missing) +
+                                  "\nput them in that folder, or leave those methods out (methods=...)")
             for t, task in self.tasks.items():
                 for ds in self.splits_of(t):
                     task.check_data(ds)  # before any training, not after it
+
+    def missing_weights(self) -> list:
+        """The official weight files the methods with ``weights: official`` need and lack, with where the
+        authors publish them (:func:`fusion_models.weights.missing_official_weights`)."""
+        from fusion_models.weights import missing_official_weights
+
+        official = [m.name for m in self.cfg.methods if "official" in (m.weights, *m.seed_weights.values())]
+        return missing_official_weights([n.split("@")[0] for n in official]) if official else []
 
     def _card(self):
         data = self.cfg.data

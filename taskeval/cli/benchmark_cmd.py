@@ -32,6 +32,8 @@ def run(args) -> int:
     out = Path(args.out) if args.out else Path("runs") / f"benchmark-{cfg.name}"
     if (out / "cells").is_dir():
         check_out_matches(out, cfg)
+    if args.plan:
+        return print_plan(cfg, out, args)
     if args.launcher == "slurm":
         if shard:
             raise TaskevalError("--shard splits cells for other schedulers; --launcher slurm submits one array")
@@ -97,6 +99,27 @@ def run_slurm(cfg, out: Path, args, launcher_overrides: list[str]) -> int:
     return 0
 
 
+def print_plan(cfg, out: Path, args) -> int:
+    """``--plan``: the cells (done and to run), fused images to compute, GPU-hours, CPU-hours and disk."""
+    from taskeval.estimate import estimate, print_estimate
+    from taskeval.rundir import RunDir
+    from taskeval.runner import Plan, Runner, make_execution
+
+    print(f"plan of benchmark {cfg.name!r} in {out} (nothing is computed; the dataset's files are hashed once to "
+          "find what is cached)")
+    state = RunDir(out).path / "third_party"
+    if "detection" in cfg.tasks:
+        from detectors.ultralytics_env import prepare
+
+        prepare(state)  # the detectors' FLOPs are counted on their own models: ultralytics state in the run
+    plan = Plan(cfg, out, progress=not args.quiet, check_data=False)
+    runner = Runner(plan, make_execution("cpu", progress=False, state_dir=state))
+    print_estimate(estimate(runner))
+    for m in plan.missing_weights():
+        print(f"missing official weights: {m.method}: {m.file} ({m.where})")
+    return 0
+
+
 def gpu_device(device: str) -> str:
     """``cuda:N`` for a device setting that names a GPU (``cuda``, ``0``, ``0,1``), else the setting as it is:
     the login node's own hardware says nothing about the compute nodes' (``auto`` asks for no GPU)."""
@@ -120,6 +143,9 @@ def register(sub) -> None:
     p.add_argument("--launcher", choices=("local", "slurm"), default="local",
                    help="local (default): compute the cells here; slurm: submit them as one job array through "
                         "submitit and return (settings: the config's launcher: slurm: section, slurm.KEY=VALUE)")
+    p.add_argument("--plan", action="store_true",
+                   help="print the cells (done / to run), the fused images to compute and an estimate of GPU-hours, "
+                        "CPU-hours and disk from per-image costs; compute nothing")
     p.add_argument("--dry-run", action="store_true",
                    help="with --launcher slurm: print the cells, the array size and the sbatch script; submit nothing")
     p.add_argument("--backend", default="auto", help="COCO scorer (auto, pycocotools, faster-coco-eval)")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from taskeval.registry import Registry
 from taskeval.tasks.base import (
+    Cost,
     EvalContext,
     Evaluation,
     Execution,
@@ -63,5 +64,5 @@ def task_by_short(short: str) -> Task:
                       ", ".join(f"{get_task(n).spec.short} ({n})" for n in list_tasks()))
 
 
-__all__ = ["TASKS", "EvalContext", "Evaluation", "Execution", "Metric", "Task", "TaskSpec", "TrainContext",
+__all__ = ["TASKS", "Cost", "EvalContext", "Evaluation", "Execution", "Metric", "Task", "TaskSpec", "TrainContext",
            "check_fractions", "get_task", "list_tasks", "register_task", "task_by_short"]

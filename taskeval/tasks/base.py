@@ -140,6 +140,39 @@ class Evaluation(Protocol):
     def same_images(self, other: "Evaluation") -> None: ...
 
 
+@dataclass(frozen=True)
+class Cost:
+    """What one cell of a task costs, for ``taskeval benchmark --plan`` (:mod:`taskeval.estimate`).
+
+    Attributes:
+        train_gflop: forward GFLOP per training image (a training step counts 3x).
+        infer_gflop: forward GFLOP per test image.
+        epochs, batch, drop_last: passes over the training split, and whether each pass drops the last
+            partial batch (see :meth:`train_images`).
+        cpu_seconds_per_gflop: measured CPU seconds per forward GFLOP of this network family (2 cores).
+        cpu_seconds_per_test_image: CPU time per test image that is not a network (e.g. quality metrics).
+        checkpoint_bytes: size of one trained network on disk.
+        bytes_per_test_image: artefacts written per test image (predicted label maps...).
+        source: where the figures come from (printed beside them).
+    """
+
+    train_gflop: float = 0.0
+    infer_gflop: float = 0.0
+    epochs: int = 0
+    batch: int = 1
+    drop_last: bool = False
+    cpu_seconds_per_gflop: float = 0.0
+    cpu_seconds_per_test_image: float = 0.0
+    checkpoint_bytes: float = 0.0
+    bytes_per_test_image: float = 0.0
+    source: str = ""
+
+    def train_images(self, n: int) -> int:
+        """Training images one training run sees for ``n`` training pairs."""
+        per_epoch = (n // self.batch) * self.batch if self.drop_last else n
+        return self.epochs * per_epoch
+
+
 @dataclass
 class Execution:
     """Where and how cells run; none of it changes a number on a given machine.
@@ -255,6 +288,11 @@ class Task:
     def evaluate(self, ctx: EvalContext, checkpoint: Path | None) -> list:
         """Predict and score ``ctx.fused`` (test split), write artefacts into ``ctx.cell_dir``, return rows."""
         raise NotImplementedError
+
+    def cost(self, protocol, card, test_hw: tuple[int, int], options: Mapping[str, Any], costs: Mapping) -> Cost | None:
+        """The cost of one cell (:class:`Cost`) under ``protocol`` on images of ``test_hw``; None: unknown.
+        ``costs`` is the cost table (``taskeval/benchmarks/costs.yaml``) with measured reference figures."""
+        return None
 
     def evaluation(self, cell_dir: str | Path) -> Evaluation:
         """Per-image scores of a finished cell (for :attr:`TaskSpec.paired`)."""

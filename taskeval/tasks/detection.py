@@ -7,6 +7,7 @@ bootstrap read them) and ``scores.json`` (every number, the COCO backend, the co
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Mapping
@@ -15,7 +16,7 @@ import numpy as np
 
 from taskeval.errors import ConfigError
 from taskeval.tasks import register_task
-from taskeval.tasks.base import EvalContext, Execution, Metric, Task, TaskSpec, TrainContext
+from taskeval.tasks.base import Cost, EvalContext, Execution, Metric, Task, TaskSpec, TrainContext
 
 _COCO = ("COCO evaluation: 101-point interpolation, all object sizes, at most 100 detections per image; "
          "classes without test objects are left out")
@@ -126,3 +127,32 @@ class DetectionTask(Task):
 
     def evaluation(self, cell_dir) -> DetectionEvaluation:
         return DetectionEvaluation(cell_dir)
+
+    def cost(self, protocol, card, test_hw, options, costs) -> Cost:
+        nc = len(card.det_classes)
+        g, params = detector_flops(protocol.model, protocol.imgsz, nc)
+        ref = costs["cpu"]["detection_s_per_image_epoch"]
+        g_ref, _ = detector_flops(ref["model"], ref["imgsz"], nc)
+        return Cost(train_gflop=g, infer_gflop=g, epochs=protocol.epochs, cpu_seconds_per_gflop=ref["seconds"] / g_ref,
+                    checkpoint_bytes=params * 2,  # ultralytics keeps fp16 weights, optimiser stripped
+                    bytes_per_test_image=2000.0,  # COCO predictions JSON, up to max_det boxes
+                    source=f"{protocol.model} at {protocol.imgsz} px: {g:.2f} GFLOP per image (counted); CPU: "
+                           f"{ref['model']} at {ref['imgsz']} px measured")
+
+
+@functools.lru_cache(maxsize=32)
+def detector_flops(model: str, imgsz: int, nc: int) -> tuple[float, int]:
+    """(forward GFLOP per image at ``imgsz``, parameter count) of an ultralytics model YAML."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from detectors.ultralytics_env import prepare, quiet
+
+    prepare()
+    from ultralytics.nn.tasks import DetectionModel
+
+    with quiet():
+        m = DetectionModel(model, nc=nc, verbose=False).eval()
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        m(torch.zeros(1, 3, imgsz, imgsz))
+    return fc.get_total_flops() / 1e9, sum(p.numel() for p in m.parameters())

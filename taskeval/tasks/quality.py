@@ -16,7 +16,7 @@ import numpy as np
 
 from taskeval.errors import DataError
 from taskeval.tasks import register_task
-from taskeval.tasks.base import EvalContext, Metric, Task, TaskSpec
+from taskeval.tasks.base import Cost, EvalContext, Metric, Task, TaskSpec
 
 _DEFAULT_SUMMARY = ("EN", "VIF", "AG", "CC", "SCD", "Qabf")  # the quality axes of IGNet's radar charts
 
@@ -115,3 +115,9 @@ class QualityTask(Task):
 
     def evaluation(self, cell_dir) -> QualityEvaluation:
         return QualityEvaluation(cell_dir)
+
+    def cost(self, protocol, card, test_hw, options, costs) -> Cost:
+        per = costs.get("quality_cpu_seconds_per_image", {})
+        seconds = sum(per.get(m, per.get("default", 0.05)) for m in self.metric_names(options))
+        return Cost(cpu_seconds_per_test_image=seconds * test_hw[0] * test_hw[1] / (640 * 480),
+                    source="quality metrics per 640x480 image on 2 cores (bench/RESULTS.md), scaled by pixels")

@@ -8,6 +8,7 @@ matrix per test image: the figures and the paired bootstrap read it) and ``score
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import asdict
 from pathlib import Path
@@ -17,7 +18,7 @@ import numpy as np
 
 from taskeval.errors import ConfigError, DataError
 from taskeval.tasks import register_task
-from taskeval.tasks.base import EvalContext, Execution, Metric, Task, TaskSpec, TrainContext
+from taskeval.tasks.base import Cost, EvalContext, Execution, Metric, Task, TaskSpec, TrainContext
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +182,38 @@ class SegmentationTask(Task):
 
     def evaluation(self, cell_dir) -> SegmentationEvaluation:
         return SegmentationEvaluation(cell_dir)
+
+    def cost(self, protocol, card, test_hw, options, costs) -> Cost:
+        from dataclasses import replace
+
+        nc = len(card.seg_classes)
+        g, params = segmenter_flops(protocol, nc, tuple(protocol.crop_size))
+        g_test, _ = segmenter_flops(protocol, nc, tuple(test_hw))
+        ref = costs["cpu"]["segmentation_s_per_image_epoch"]
+        g_ref, _ = segmenter_flops(replace(protocol, encoder=ref["encoder"], decoder_channels=64), nc, tuple(ref["crop"]))
+        return Cost(train_gflop=g, infer_gflop=g_test, epochs=protocol.epochs, batch=protocol.batch, drop_last=True,
+                    cpu_seconds_per_gflop=ref["seconds"] / g_ref, checkpoint_bytes=params * 4,
+                    bytes_per_test_image=test_hw[0] * test_hw[1] / 5,  # predicted label PNG
+                    source=f"{protocol.encoder} at {protocol.crop_size[0]}x{protocol.crop_size[1]}: {g:.1f} GFLOP per "
+                           f"image (counted); CPU: {ref['encoder']} measured")
+
+
+@functools.lru_cache(maxsize=32)
+def segmenter_flops(protocol, nc: int, hw: tuple[int, int]) -> tuple[float, int]:
+    """(forward GFLOP per image of ``hw``, parameter count) of the protocol's segmentation network."""
+    import math
+    from dataclasses import replace
+
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from segmenters.deeplab import build_model
+
+    m = build_model(replace(protocol, encoder_weights=None), nc).eval()
+    h, w = (math.ceil(v / 16) * 16 for v in hw)
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        m(torch.zeros(1, 3, h, w))
+    return fc.get_total_flops() / 1e9, sum(p.numel() for p in m.parameters())
 
 
 def rows_from_scores(scores, cell, note: str = "") -> list:
