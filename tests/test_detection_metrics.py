@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import io
 import json
 import math
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -198,7 +200,7 @@ def _edge_cases():
         a["iscrowd"] = 1
     on_crowd = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": list(a["bbox"]),
                  "score": 0.55} for a in crowd["annotations"] if a["iscrowd"]]
-    many = [dict(d, score=round(0.001 * k, 3)) for k, d in enumerate(dets * 6)]  # > 100 per image and class
+    many = [dict(d, score=(k % 40) / 40) for k, d in enumerate(dets * 15)]  # > 100 per image and class, ties
     return [
         ("no detections of class car", gt, [d for d in dets if d["category_id"] != 2]),
         ("images without ground truth", gt, [d for d in dets if d["image_id"] % 3 == 1]),
@@ -225,6 +227,27 @@ def test_edge_cases_match_plain_pycocotools(tmp_path, backend, case):
         assert math.isnan(scores.map50) and scores.per_class == {} and scores.n_gt == 0
     if name == "crowd boxes":
         assert scores.n_gt == sum(1 for a in gt["annotations"] if not a["iscrowd"])
+    if name == "more than 100 detections per image":
+        per_group = Counter((d["image_id"], d["category_id"]) for d in dets)
+        assert max(per_group.values()) > 100 and scores.n_det == len(dets)
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_garbage_collector_state_is_restored(enabled):
+    """Scoring pauses Python's cyclic garbage collector and leaves it as it found it, errors included."""
+    gt, preds = _random_case(0, n_images=5)
+    was = gc.isenabled()
+    try:
+        gc.enable() if enabled else gc.disable()
+        score_predictions(preds, gt)
+        assert gc.isenabled() == enabled
+        with pytest.raises(DataError):
+            score_detections(gt, [{"image_id": 99, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 1.0}])
+        with pytest.raises(KeyError):  # a malformed detection fails inside the paused block
+            score_detections(gt, [{"image_id": 1, "category_id": 1, "score": 1.0}])
+        assert gc.isenabled() == enabled
+    finally:
+        gc.enable() if was else gc.disable()
 
 
 @pytest.mark.parametrize("backend", available_backends())

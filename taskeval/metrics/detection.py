@@ -409,16 +409,14 @@ def _coco_objects(gt: dict, dets: list[dict], backend: str):
     if backend == "pycocotools":
         from pycocotools.coco import COCO
 
-        def new():
-            return COCO()
+        kwargs = {}
     else:
         from faster_coco_eval import COCO
 
-        def new():
-            return COCO(print_function=_quiet)
+        kwargs = {"print_function": _quiet}
     out = []
     for data in datasets:
-        coco = new()
+        coco = COCO(**kwargs)
         coco.dataset = data
         with contextlib.redirect_stdout(io.StringIO()):
             coco.createIndex()
@@ -533,7 +531,7 @@ def precision_recall_at_best_f1(score: np.ndarray, cat: np.ndarray, tp: np.ndarr
     (the lowest such confidence on ties; candidates: every score of a counted detection).
 
     Args:
-        score, cat, tp, n_gt: the output of :func:`match_detections` (or :func:`_matches`).
+        score, cat, tp, n_gt: the output of :func:`match_detections`.
 
     Returns:
         (P, R, threshold, {category id: (P, R)}); P and R are means over the classes with ground truth.
