@@ -558,6 +558,25 @@ def precision_recall_at_best_f1(score: np.ndarray, cat: np.ndarray, tp: np.ndarr
     return float(prec[:, j].mean()), float(rec[:, j].mean()), float(thresholds[j]), per
 
 
+def _coco_eval(gt: dict, dets: list[dict], backend: str):
+    """(stats (12,), precision (T, R, K, A, M), category ids in K order, :func:`_matches` at IoU 0.5) of one
+    COCO evaluation with standard parameters.
+
+    Only these small results leave the garbage-collector pause: the backend's millions of objects are freed
+    inside it, otherwise the first collection after it would walk every one of them.
+    """
+    with _gc_paused():
+        ev = _evaluate(gt, dets, backend)
+        matches = _matches(ev, backend)  # IoU threshold 0 is 0.5
+        with contextlib.redirect_stdout(io.StringIO()):
+            ev.accumulate()
+            ev.summarize()
+        out = (np.asarray(ev.stats[:12], dtype=np.float64), np.asarray(ev.eval["precision"]),
+               [int(c) for c in ev.params.catIds], matches)
+        del ev
+    return out
+
+
 def _coco_mean(stat: float) -> float:
     return float(stat) if stat > -1 else float("nan")  # COCO writes -1 where no class has ground truth
 
@@ -574,19 +593,11 @@ def score_detections(gt: dict, dets: list[dict], backend: str = "auto") -> Detec
     backend = resolve_backend(backend)
     _check_image_ids(gt, dets)
     names = {int(c["id"]): c["name"] for c in gt["categories"]}
-    with _gc_paused():
-        ev = _evaluate(gt, dets, backend)
-        matches = _matches(ev, backend)  # IoU threshold 0 is 0.5
-        with contextlib.redirect_stdout(io.StringIO()):
-            ev.accumulate()
-            ev.summarize()
-    stats = np.asarray(ev.stats[:12], dtype=np.float64)
-    precision = np.asarray(ev.eval["precision"])
+    stats, precision, cat_ids, matches = _coco_eval(gt, dets, backend)
     n_gt = matches[3]
     p, r, thr, per_pr = precision_recall_at_best_f1(*matches)
     per_class = {}
-    for k, c in enumerate(ev.params.catIds):
-        c = int(c)
+    for k, c in enumerate(cat_ids):
         if n_gt[c] == 0:
             continue
         pk = precision[:, :, k, 0, -1]
