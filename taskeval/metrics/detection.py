@@ -390,11 +390,12 @@ def _check_image_ids(gt: dict, dets: list[dict]) -> None:
 def _coco_objects(gt: dict, dets: list[dict], backend: str):
     """(ground truth, results) as the backend's COCO objects; ``gt`` and ``dets`` are left unchanged.
 
-    The results are the annotations ``loadRes`` makes of boxes (``id`` = position + 1, ``area = w * h``,
-    ``iscrowd = 0``, same order) less the polygon it adds for segmentation, which a box evaluation never
-    reads: building them directly saves copying every detection and creating that polygon. The backends
-    write ``ignore`` flags into the ground-truth annotations, so they get copies. A ground truth without
-    ``images`` (one image's boxes, as figures pass) gets the images that its boxes and ``dets`` name.
+    The results are the annotations ``loadRes`` makes of boxes (each detection's keys plus ``id`` = position
+    + 1, ``area = w * h``, ``iscrowd = 0``, same order) less the polygon it adds for segmentation, which a
+    box evaluation never reads, and in new dicts: ``loadRes`` writes into the ones it gets, so they would
+    have to be copied first. The backends write ``ignore`` flags into the ground-truth annotations, so they
+    get copies too. A ground truth without ``images`` (one image's boxes, as figures pass) gets the images
+    that its boxes and ``dets`` name.
     """
     images = gt.get("images")
     if images is None:
@@ -403,9 +404,7 @@ def _coco_objects(gt: dict, dets: list[dict], backend: str):
     datasets = (
         {"images": images, "categories": gt["categories"], "annotations": [dict(a) for a in gt["annotations"]]},
         {"images": images, "categories": gt["categories"],
-         "annotations": [{"id": k, "image_id": d["image_id"], "category_id": d["category_id"], "bbox": d["bbox"],
-                          "score": d["score"], "area": d["bbox"][2] * d["bbox"][3], "iscrowd": 0}
-                         for k, d in enumerate(dets, 1)]})
+         "annotations": [dict(d, id=k, area=d["bbox"][2] * d["bbox"][3], iscrowd=0) for k, d in enumerate(dets, 1)]})
     if backend == "pycocotools":
         from pycocotools.coco import COCO
 
