@@ -1,7 +1,8 @@
 """Detection-track timings: COCO scoring and detector training.
 
-    python bench/bench_detection.py [--images 5000] [--dets 100] [--repeat 3] [--train-images 100]
-                                    [--imgsz 320] [--threads 2] [--skip-score] [--skip-train] [--json OUT.json]
+    python bench/bench_detection.py [--images 5000] [--dets 100] [--repeat 3] [--skip-pycocotools]
+                                    [--breakdown N] [--train-images 100] [--imgsz 320] [--threads 2]
+                                    [--skip-score] [--skip-train] [--json OUT.json]
 
 1. Scoring ``--images`` images x ``--dets`` detections (3 classes, ~4 boxes per image), side by side in one
    process and ``--repeat`` times in rotating order, so that the ratios hold on a loaded machine where
@@ -18,7 +19,7 @@
    Every ratio is printed for wall-clock and for CPU time of this process (``time.process_time``; less
    disturbed by other jobs, the work is single-threaded). The COCO numbers are checked, not assumed:
    taskeval's 12 COCO statistics equal those of the same backend alone bit for bit, and P / R / confidence
-   are equal across backends.
+   are equal across backends. ``--breakdown N`` times each step of taskeval's faster-coco-eval scoring.
 2. Training: seconds per epoch per 100 images for the ``quick`` protocol's model at ``--imgsz`` on the
    CPU (synthetic images of that size; the first epoch is left out, it carries the start-up cost).
 
@@ -199,6 +200,41 @@ def bench_scoring(n_images: int, n_dets: int, repeat: int, with_pycocotools: boo
     return out
 
 
+def taskeval_breakdown(gt: dict, dets: list[dict], repeat: int) -> dict[str, float]:
+    """Median CPU seconds of each step of taskeval's faster-coco-eval scoring over ``repeat`` runs, with the
+    collector paused as ``score_detections`` pauses it: where the time goes beside the backend's own work.
+    Building the COCO objects is timed on its own and subtracted from ``_evaluate``, which includes it."""
+    from taskeval.metrics import detection as det
+
+    backend, clock, steps = "faster-coco-eval", time.process_time, {}
+    for _ in range(repeat):
+        gc.collect()
+        with det._gc_paused():
+            t = clock()
+            objects = det._coco_objects(gt, dets, backend)
+            build = clock() - t
+            del objects
+            t = clock()
+            ev = det._evaluate(gt, dets, backend)
+            times = {"build the COCO objects": build, "backend: evaluate": clock() - t - build}
+            t = clock()
+            matches = det._matches(ev, backend)
+            times["read the IoU-0.5 matches"] = clock() - t
+            t = clock()
+            ev.accumulate()
+            ev.summarize()
+            times["backend: accumulate + summarize"] = clock() - t
+            t = clock()
+            det.precision_recall_at_best_f1(*matches)
+            times["precision / recall at best F1"] = clock() - t
+            t = clock()
+            del ev
+            times["free the backend's objects"] = clock() - t
+        for k, v in times.items():
+            steps.setdefault(k, []).append(v)
+    return {k: float(np.median(v)) for k, v in steps.items()}
+
+
 def _spread(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.2f}"
@@ -236,6 +272,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="scoring rounds in this process")
     ap.add_argument("--skip-pycocotools", action="store_true",
                     help="time the faster-coco-eval cases only (more rounds in the same time; no identity check)")
+    ap.add_argument("--breakdown", type=int, default=0, metavar="N",
+                    help="also time each step of taskeval's faster-coco-eval scoring N times (median CPU s)")
     ap.add_argument("--train-images", type=int, default=100)
     ap.add_argument("--imgsz", type=int, default=320)
     ap.add_argument("--epochs", type=int, default=3)
@@ -249,6 +287,11 @@ def main() -> None:
     if not args.skip_score:
         print(f"scoring {args.images} images x {args.dets} detections, 3 classes, one process:")
         out["scoring"] = bench_scoring(args.images, args.dets, args.repeat, not args.skip_pycocotools)
+    if args.breakdown:
+        out["breakdown"] = b = taskeval_breakdown(*scoring_case(args.images, args.dets), args.breakdown)
+        print(f"taskeval with faster-coco-eval, step by step (median CPU s of {args.breakdown}):")
+        for k, v in b.items():
+            print(f"  {k:34s} {v:6.2f}")
     if not args.skip_train:
         out["training"] = t = bench_training(args.train_images, args.imgsz, args.epochs, args.threads)
         print(f"training {t['model']} at {t['image_size']} on the CPU ({t['threads']} threads, batch "
