@@ -101,6 +101,7 @@ def faster_coco_eval_alone(gt: dict, dets: list[dict]) -> tuple[np.ndarray, floa
 
 
 def faster_coco_eval_alone_gc_paused(gt: dict, dets: list[dict]) -> tuple[np.ndarray, float, float]:
+    """:func:`faster_coco_eval_alone` with Python's cyclic garbage collector paused, as taskeval runs."""
     gc.disable()
     try:
         return faster_coco_eval_alone(gt, dets)
