@@ -1,11 +1,16 @@
-"""COCO scoring of the detection track against independent references: plain pycocotools run here, hand-
-computed APs, pycocotools' own matches, and the two backends against each other."""
+"""COCO scoring of the detection track against independent references: plain pycocotools run here on the
+written JSON files (every AP number, and precision / recall by brute force from its own matches), hand-
+computed APs, and the two backends against each other."""
 
 from __future__ import annotations
 
 import contextlib
+import copy
+import gc
 import io
 import json
+import math
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -18,6 +23,7 @@ from taskeval.metrics.detection import (
     dataset_ground_truth,
     load_ground_truth,
     load_predictions,
+    match_detections,
     score_detections,
     score_predictions,
 )
@@ -53,18 +59,84 @@ def _random_case(seed: int, n_images: int = 40, empty_every: int = 7, dets_per_i
 
 
 def _pycocotools_reference(gt_path, dt_path):
-    """Plain pycocotools on the two JSON files: (stats, evaluator)."""
+    """Plain pycocotools on the two JSON files: (stats, evaluator). An empty result file (which loadRes
+    rejects) is an empty result set, as COCO defines it."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = COCO(str(gt_path))
-        coco_dt = coco_gt.loadRes(str(dt_path))
+        if json.loads(dt_path.read_text()):
+            coco_dt = coco_gt.loadRes(str(dt_path))
+        else:
+            coco_dt = COCO()
+            coco_dt.dataset = {"images": coco_gt.dataset["images"], "annotations": [],
+                               "categories": coco_gt.dataset["categories"]}
+            coco_dt.createIndex()
         ev = COCOeval(coco_gt, coco_dt, "bbox")
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
     return ev.stats, ev
+
+
+def _reference_pr(ev):
+    """Precision / recall at the best mean F1 by brute force from pycocotools' own matches (``evalImgs`` at
+    IoU 0.5, area "all"): every distinct score of a detection COCO counts is tried in ascending order and the
+    first with the highest mean F1 over classes with ground truth wins. Returns (P, R, conf, {cat: (P, R)})."""
+    det = {c: [] for c in ev.params.catIds}  # (score, is true positive) of the counted detections
+    n_gt = {c: 0 for c in ev.params.catIds}
+    for e in ev.evalImgs:
+        if e is None or e["aRng"] != [0, 1e10]:
+            continue
+        n_gt[e["category_id"]] += int((np.asarray(e["gtIgnore"]) == 0).sum())
+        for s, m, ig in zip(e["dtScores"], e["dtMatches"][0], e["dtIgnore"][0]):
+            if not ig:
+                det[e["category_id"]].append((s, m > 0))
+    cats = [c for c in sorted(n_gt) if n_gt[c] > 0]
+    if not cats:
+        return math.nan, math.nan, math.nan, {}
+    best, out = -1.0, None
+    for thr in sorted({s for c in det for s, _ in det[c]}):
+        pr = {}
+        for c in cats:
+            n = sum(1 for s, _ in det[c] if s >= thr)
+            tp = sum(1 for s, t in det[c] if s >= thr and t)
+            pr[c] = (tp / n if n else 0.0, tp / n_gt[c])
+        f1 = np.mean([2 * p * r / (p + r) if p + r > 0 else 0.0 for p, r in pr.values()])
+        if f1 > best:
+            best = f1
+            out = (float(np.mean([p for p, _ in pr.values()])), float(np.mean([r for _, r in pr.values()])),
+                   thr, pr)
+    return out if out is not None else (0.0, 0.0, math.nan, {c: (0.0, 0.0) for c in cats})
+
+
+def _check_against_pycocotools(scores, gt, dets, tmp_path, exact: bool):
+    """Every number of ``scores`` against plain pycocotools on the written files: equal (``exact``), or to
+    1e-15 for faster-coco-eval, whose precision is ``tp / (tp + fp)`` where pycocotools adds
+    ``np.spacing(1)`` to the denominator. P, R and the confidence come from the matches, which no
+    division touches: equal for both backends."""
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "dt.json").write_text(json.dumps(dets))
+    stats, ev = _pycocotools_reference(tmp_path / "gt.json", tmp_path / "dt.json")
+    tol = 0.0 if exact else 1e-15
+    np.testing.assert_allclose(scores.stats, stats, rtol=0, atol=tol)
+    ref_map = [v if v > -1 else math.nan for v in (stats[1], stats[0])]
+    np.testing.assert_allclose([scores.map50, scores.map50_95], ref_map, rtol=0, atol=tol)
+    names = {c["id"]: c["name"] for c in gt["categories"]}
+    p_ref, r_ref, conf_ref, per_ref = _reference_pr(ev)
+    assert sorted(scores.per_class) == sorted(names[c] for c in per_ref)
+    for k, cat in enumerate(ev.params.catIds):
+        if cat not in per_ref:
+            continue
+        c = scores.per_class[names[cat]]
+        pk = ev.eval["precision"][:, :, k, 0, -1]
+        assert abs(c.ap50 - pk[0][pk[0] > -1].mean()) <= tol
+        assert abs(c.ap50_95 - pk[pk > -1].mean()) <= tol
+        assert (c.precision, c.recall) == per_ref[cat]
+    np.testing.assert_array_equal([scores.precision, scores.recall, scores.conf_threshold],
+                                  [p_ref, r_ref, conf_ref])  # NaN == NaN here
+    return stats
 
 
 def test_coco_conversion_by_hand():
@@ -111,46 +183,114 @@ def test_hand_computed_precision_recall():
 
 
 @pytest.mark.parametrize("backend", available_backends())
-def test_matches_plain_pycocotools_on_written_json(tmp_path, backend):
-    gt, preds = _random_case(0)
+@pytest.mark.parametrize("seed", [0, 5])
+def test_matches_plain_pycocotools_on_written_json(tmp_path, backend, seed):
+    gt, preds = _random_case(seed)
     scores, dets = score_predictions(preds, gt, backend)
-    (tmp_path / "gt.json").write_text(json.dumps(gt))
-    (tmp_path / "dt.json").write_text(json.dumps(dets))
-    stats, ev = _pycocotools_reference(tmp_path / "gt.json", tmp_path / "dt.json")
-    assert abs(scores.map50 - stats[1]) < 1e-9
-    assert abs(scores.map50_95 - stats[0]) < 1e-9
-    for k, cat in enumerate(ev.params.catIds):
-        p = ev.eval["precision"][0, :, k, 0, -1]
-        if (p > -1).any():
-            assert abs(scores.per_class[NAMES[cat - 1]].ap50 - p[p > -1].mean()) < 1e-9
+    stats = _check_against_pycocotools(scores, gt, dets, tmp_path, exact=backend == "pycocotools")
+    assert 0.05 < stats[1] < 0.95 and list(scores.per_class) == ["person", "car"]  # cone: no ground truth
 
 
-def test_precision_recall_uses_cocos_matches():
-    """True positives at IoU 0.5 must be exactly those of pycocotools' own matching (evalImgs)."""
+def _edge_cases():
+    """(name, ground truth, detections) for the cases COCO treats specially."""
+    gt, preds = _random_case(3, n_images=20, empty_every=3)
+    dets = coco_detections(preds, gt)
+    crowd = copy.deepcopy(gt)
+    for a in crowd["annotations"][::4]:  # every fourth box a crowd region: matches to it are ignored
+        a["iscrowd"] = 1
+    on_crowd = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": list(a["bbox"]),
+                 "score": 0.55} for a in crowd["annotations"] if a["iscrowd"]]
+    many = [dict(d, score=(k % 40) / 40) for k, d in enumerate(dets * 15)]  # > 100 per image and class, ties
+    return [
+        ("no detections of class car", gt, [d for d in dets if d["category_id"] != 2]),
+        ("images without ground truth", gt, [d for d in dets if d["image_id"] % 3 == 1]),
+        ("crowd boxes", crowd, dets + on_crowd),
+        ("no detections at all", gt, []),
+        ("no ground truth at all", {**gt, "annotations": []}, dets),
+        ("more than 100 detections per image", gt, many),
+    ]
+
+
+@pytest.mark.parametrize("backend", available_backends())
+@pytest.mark.parametrize("case", range(6))
+def test_edge_cases_match_plain_pycocotools(tmp_path, backend, case):
+    name, gt, dets = _edge_cases()[case]
+    before = copy.deepcopy((gt, dets))
+    scores = score_detections(gt, dets, backend)
+    assert (gt, dets) == before, f"{name}: scoring changed its inputs"
+    _check_against_pycocotools(scores, gt, dets, tmp_path, exact=backend == "pycocotools")
+    if name == "no detections of class car":
+        assert scores.per_class["car"].ap50 == 0.0 and scores.per_class["car"].recall == 0.0
+    if name == "no detections at all":
+        assert scores.map50 == 0.0 and (scores.precision, scores.recall) == (0.0, 0.0)
+    if name == "no ground truth at all":
+        assert math.isnan(scores.map50) and scores.per_class == {} and scores.n_gt == 0
+    if name == "crowd boxes":
+        assert scores.n_gt == sum(1 for a in gt["annotations"] if not a["iscrowd"])
+    if name == "more than 100 detections per image":
+        per_group = Counter((d["image_id"], d["category_id"]) for d in dets)
+        assert max(per_group.values()) > 100 and scores.n_det == len(dets)
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_garbage_collector_state_is_restored(enabled):
+    """Scoring pauses Python's cyclic garbage collector and leaves it as it found it, errors included."""
+    gt, preds = _random_case(0, n_images=5)
+    was = gc.isenabled()
+    try:
+        gc.enable() if enabled else gc.disable()
+        score_predictions(preds, gt)
+        assert gc.isenabled() == enabled
+        with pytest.raises(DataError):
+            score_detections(gt, [{"image_id": 99, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 1.0}])
+        with pytest.raises(KeyError):  # a malformed detection fails inside the paused block
+            score_detections(gt, [{"image_id": 1, "category_id": 1, "score": 1.0}])
+        assert gc.isenabled() == enabled
+    finally:
+        gc.enable() if was else gc.disable()
+
+
+@pytest.mark.parametrize("backend", available_backends())
+def test_match_detections_are_pycocotools_matches(backend):
+    """True positives and counted detections at IoU 0.5 and 0.75 equal pycocotools' own matches
+    (``evalImgs``), crowd regions included; a ground truth cut to one image without ``images`` (as figures
+    pass it) works too."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    from taskeval.metrics.detection import match_detections
-
     gt, preds = _random_case(1, n_images=25)
+    for a in gt["annotations"][::5]:
+        a["iscrowd"] = 1
     dets = coco_detections(preds, gt)
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = COCO()
-        coco_gt.dataset = {k: gt[k] for k in ("images", "annotations", "categories")}
+        coco_gt.dataset = copy.deepcopy({k: gt[k] for k in ("images", "annotations", "categories")})
         coco_gt.createIndex()
-        ev = COCOeval(coco_gt, coco_gt.loadRes([dict(d) for d in dets]), "bbox")
+        ev = COCOeval(coco_gt, coco_gt.loadRes(copy.deepcopy(dets)), "bbox")
         ev.evaluate()
-    ref_tp = {c: 0 for c in (1, 2, 3)}
-    ref_n = {c: 0 for c in (1, 2, 3)}
-    for e in ev.evalImgs:
-        if e is None or e["aRng"] != [0, 1e10]:
-            continue
-        ref_tp[e["category_id"]] += int((e["dtMatches"][0] > 0).sum())
-        ref_n[e["category_id"]] += len(e["dtIds"])
-    score, cat, tp, _ = match_detections(gt, dets)
-    for c in (1, 2, 3):
-        assert int(tp[cat == c].sum()) == ref_tp[c]
-        assert int((cat == c).sum()) == ref_n[c]
+    for t, iou in ((0, 0.5), (5, 0.75)):
+        ref_tp, ref_n, ref_gt = ({c: 0 for c in (1, 2, 3)} for _ in range(3))
+        for e in ev.evalImgs:
+            if e is None or e["aRng"] != [0, 1e10]:
+                continue
+            counted = ~np.asarray(e["dtIgnore"][t], bool)
+            ref_tp[e["category_id"]] += int(((e["dtMatches"][t] > 0) & counted).sum())
+            ref_n[e["category_id"]] += int(counted.sum())
+            ref_gt[e["category_id"]] += int((np.asarray(e["gtIgnore"]) == 0).sum())
+        _, cat, tp, n_gt = match_detections(gt, dets, iou=iou, backend=backend)
+        assert n_gt == ref_gt
+        for c in (1, 2, 3):
+            assert int(tp[cat == c].sum()) == ref_tp[c]
+            assert int((cat == c).sum()) == ref_n[c]
+    img = gt["annotations"][1]["image_id"]
+    sub = {"categories": gt["categories"], "annotations": [a for a in gt["annotations"] if a["image_id"] == img]}
+    mine = [d for d in dets if d["image_id"] == img]
+    _, cat, tp, _ = match_detections(sub, mine, backend=backend)
+    ref = [e for e in ev.evalImgs if e is not None and e["aRng"] == [0, 1e10] and e["image_id"] == img]
+    assert int(tp.sum()) == sum(int(((e["dtMatches"][0] > 0) & ~np.asarray(e["dtIgnore"][0], bool)).sum())
+                                for e in ref)
+    assert cat.size == sum(int((~np.asarray(e["dtIgnore"][0], bool)).sum()) for e in ref)
+    assert match_detections({"categories": gt["categories"], "annotations": []}, [], backend=backend)[0].size == 0
 
 
 @pytest.mark.skipif(len(available_backends()) < 2, reason="needs pycocotools and faster-coco-eval")

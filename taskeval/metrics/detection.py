@@ -14,21 +14,23 @@ Conventions (every file taskeval writes follows them):
   ``mAP50`` = COCO AP at IoU 0.5, ``mAP50_95`` = COCO AP averaged over IoU 0.50:0.05:0.95, per-class
   ``AP50`` / ``AP50_95`` from the same precision array. A class without ground truth has no AP and is
   left out of the means (COCO's rule), so its false positives cost nothing.
-* ``precision`` / ``recall``: at IoU 0.5, detections matched to ground truth greedily by score as COCO
-  does, counted at the one confidence threshold that maximises the mean F1 over classes with ground
-  truth (the YOLOv5 / ultralytics convention; the threshold is reported). This part is computed here,
-  not by the backend, so it is identical whichever backend scores the AP.
+* ``precision`` / ``recall``: at IoU 0.5, from the backend's own per-image matches (the ones its AP
+  counts: the 100 best detections per image and class, those on crowd regions ignored), at the one
+  confidence threshold that maximises the mean F1 over classes with ground truth (the YOLOv5 /
+  ultralytics convention; the threshold is reported). Both backends match identically, so P, R and the
+  threshold are equal whichever backend scores.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -359,36 +361,138 @@ def resolve_backend(name: str = "auto") -> str:
     return name
 
 
-def _run_backend(gt: dict, dets: list[dict], backend: str):
-    """(stats (12,), precision array (T,R,K,A,M), category ids in K order) of a COCO bbox evaluation."""
-    dets = [dict(d) for d in dets]  # both backends write area/id/segmentation into the dicts
+def _quiet(*args, **kwargs) -> None:
+    return None
+
+
+@contextlib.contextmanager
+def _gc_paused():
+    """Pause Python's cyclic garbage collector for a COCO evaluation. It creates about ten small objects per
+    detection, none of them in reference cycles, and every 700 allocations trigger a collection that on
+    500,000 detections walks millions of live objects for nothing (measured in bench/bench_detection.py)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _check_image_ids(gt: dict, dets: list[dict]) -> None:
+    img_ids = {int(img["id"]) for img in gt["images"]}
+    stray = sorted({d["image_id"] for d in dets} - img_ids, key=str)
+    if stray:
+        raise DataError(f"detections for {len(stray)} image id(s) that are not in the ground truth: "
+                        f"{', '.join(map(str, stray[:20]))}")
+
+
+def _coco_objects(gt: dict, dets: list[dict], backend: str):
+    """(ground truth, results) as the backend's COCO objects; ``gt`` and ``dets`` are left unchanged.
+
+    The results are the annotations ``loadRes`` makes of boxes (each detection's keys plus ``id`` = position
+    + 1, ``area = w * h``, ``iscrowd = 0``, same order) less the polygon it adds for segmentation, which a
+    box evaluation never reads, and in new dicts: ``loadRes`` writes into the ones it gets, so they would
+    have to be copied first. The backends write ``ignore`` flags into the ground-truth annotations, so they
+    get copies too. A ground truth without ``images`` (one image's boxes, as figures pass) gets the images
+    that its boxes and ``dets`` name.
+    """
+    images = gt.get("images")
+    if images is None:
+        ids = {int(a["image_id"]) for a in gt["annotations"]} | {int(d["image_id"]) for d in dets}
+        images = [{"id": i} for i in sorted(ids)]
+    datasets = (
+        {"images": images, "categories": gt["categories"], "annotations": [dict(a) for a in gt["annotations"]]},
+        {"images": images, "categories": gt["categories"],
+         "annotations": [dict(d, id=k, area=d["bbox"][2] * d["bbox"][3], iscrowd=0) for k, d in enumerate(dets, 1)]})
     if backend == "pycocotools":
         from pycocotools.coco import COCO
+
+        kwargs = {}
+    else:
+        from faster_coco_eval import COCO
+
+        kwargs = {"print_function": _quiet}
+    out = []
+    for data in datasets:
+        coco = COCO(**kwargs)
+        coco.dataset = data
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco.createIndex()
+        out.append(coco)
+    return out[0], out[1]
+
+
+def _evaluate(gt: dict, dets: list[dict], backend: str, iou: float | None = None, max_dets: int = MAX_DETS):
+    """The backend's COCOeval of ``dets`` after its per-image matching (``evaluate()``).
+
+    With ``iou``, only that IoU threshold, area "all" and the ``max_dets`` best detections per image and
+    category (enough for :func:`_matches`); without, COCO's standard parameters.
+    """
+    coco_gt, coco_dt = _coco_objects(gt, dets, backend)
+    if backend == "pycocotools":
         from pycocotools.cocoeval import COCOeval
 
-        with contextlib.redirect_stdout(io.StringIO()):
-            coco_gt = COCO()
-            coco_gt.dataset = {k: gt[k] for k in ("images", "annotations", "categories")}
-            coco_gt.createIndex()
-            coco_dt = coco_gt.loadRes(dets)
-            ev = COCOeval(coco_gt, coco_dt, "bbox")
-            ev.evaluate()
-            ev.accumulate()
-            ev.summarize()
+        ev = COCOeval(coco_gt, coco_dt, "bbox")
     else:
-        from faster_coco_eval import COCO, COCOeval_faster
+        from faster_coco_eval import COCOeval_faster
 
-        def quiet(*args, **kwargs):
-            return None
-
-        coco_gt = COCO({k: gt[k] for k in ("images", "annotations", "categories")}, print_function=quiet)
-        coco_dt = coco_gt.loadRes(dets)
-        ev = COCOeval_faster(coco_gt, coco_dt, "bbox", print_function=quiet)
+        # separate_eval keeps the per-image results between evaluate() and accumulate(), where _matches reads
+        # them; the combined call would discard them inside C++
+        ev = COCOeval_faster(coco_gt, coco_dt, "bbox", print_function=_quiet, separate_eval=True)
+    p = ev.params
+    if p.areaRngLbl[0] != "all" or p.iouThrs[0] != IOU_PR:
+        raise RuntimeError(f"{backend}: unexpected COCO parameters (areas {p.areaRngLbl}, IoU {p.iouThrs})")
+    if iou is not None:
+        p.iouThrs = np.array([float(iou)])
+        p.areaRng, p.areaRngLbl, p.maxDets = p.areaRng[:1], p.areaRngLbl[:1], [int(max_dets)]
+    with contextlib.redirect_stdout(io.StringIO()):
         ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return (np.asarray(ev.stats[:12], dtype=np.float64), np.asarray(ev.eval["precision"]),
-            list(ev.params.catIds))
+    return ev
+
+
+def _matches(ev, backend: str, t: int = 0):
+    """COCO's own per-image matches at IoU threshold index ``t``, area "all", concatenated per category.
+
+    Returns:
+        (scores (D,), category ids (D,), true-positive flags (D,) bool) of the detections COCO counts: the
+        best ``maxDets[-1]`` of each image and category (descending score, stable), less those matched to a
+        crowd region (COCO ignores them), in category, image, rank order; and category id -> ground-truth
+        boxes COCO counts (not crowd).
+    """
+    p = ev.params
+    n_img, n_area = len(p.imgIds), len(p.areaRng)
+    scores, cats, tps, n_gt = [], [], [], {}
+    for k, cat in enumerate(p.catIds):
+        first = k * n_area * n_img  # evalImgs is [category][area][image]; area 0 is "all"
+        s_k, m_k, ig_k, n = [], [], [], 0
+        if backend == "pycocotools":
+            for e in ev.evalImgs[first:first + n_img]:
+                if e is None:  # neither boxes nor detections
+                    continue
+                s_k += e["dtScores"]
+                m_k += e["dtMatches"][t].tolist()
+                ig_k += e["dtIgnore"][t].tolist()
+                n += len(e["gtIgnore"]) - int(np.count_nonzero(e["gtIgnore"]))
+        else:
+            for e in ev._evalImgs_cpp[first:first + n_img]:
+                # the C++ ImageEvaluation exposes its fields through pickling only: (detection matches (T*D,),
+                # ground-truth matches, detection scores (D,), ground-truth ignore flags, detection ignore
+                # flags (T*D,), matched pairs)
+                dt_match, _, s, gt_ignore, dt_ignore, _ = e.__getstate__()
+                d = len(s)
+                s_k += s
+                m_k += dt_match[t * d:(t + 1) * d]
+                ig_k += dt_ignore[t * d:(t + 1) * d]
+                n += len(gt_ignore) - sum(gt_ignore)
+        counted = ~np.asarray(ig_k, bool).reshape(-1)
+        scores.append(np.asarray(s_k, np.float64).reshape(-1)[counted])
+        tps.append(np.asarray(m_k, np.float64).reshape(-1)[counted] > 0)  # a matched box's id, 0 when none
+        cats.append(np.full(int(counted.sum()), int(cat), np.int64))
+        n_gt[int(cat)] = n
+    if not scores:
+        return np.zeros(0), np.zeros(0, np.int64), np.zeros(0, bool), n_gt
+    return np.concatenate(scores), np.concatenate(cats), np.concatenate(tps), n_gt
 
 
 def _mean_valid(p: np.ndarray) -> float:
@@ -396,71 +500,41 @@ def _mean_valid(p: np.ndarray) -> float:
     return float(valid.mean()) if valid.size else float("nan")
 
 
-def _iou_xywh(d: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """(D, G) IoU of boxes ``[x, y, w, h]`` as COCO computes it for non-crowd ground truth."""
-    dx2, dy2 = d[:, 0] + d[:, 2], d[:, 1] + d[:, 3]
-    gx2, gy2 = g[:, 0] + g[:, 2], g[:, 1] + g[:, 3]
-    iw = np.minimum(dx2[:, None], gx2[None]) - np.maximum(d[:, None, 0], g[None, :, 0])
-    ih = np.minimum(dy2[:, None], gy2[None]) - np.maximum(d[:, None, 1], g[None, :, 1])
-    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
-    union = (d[:, 2] * d[:, 3])[:, None] + (g[:, 2] * g[:, 3])[None] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-
-
-def match_detections(gt: dict, dets: list[dict], iou: float = IOU_PR, max_dets: int = MAX_DETS):
-    """COCO's greedy matching at one IoU threshold.
+def match_detections(gt: dict, dets: list[dict], iou: float = IOU_PR, max_dets: int = MAX_DETS,
+                     backend: str = "auto"):
+    """COCO's greedy matching at one IoU threshold, as the backend's own per-image evaluation does it.
 
     Per (image, category), detections in descending score order (stable) and cut to ``max_dets`` each take
-    the unmatched ground-truth box of highest IoU >= ``iou`` (ties: the later box, as COCO).
+    the unmatched ground-truth box of highest IoU >= ``iou`` (ties: the later box); one matched to a crowd
+    region is ignored (neither true nor false positive) and left out. ``gt`` may lack ``images`` (then its
+    boxes and ``dets`` name them).
 
     Returns:
-        (scores (D,), category ids (D,), true-positive flags (D,) bool) of the kept detections, and a dict
-        category id -> number of ground-truth boxes.
+        (scores (D,), category ids (D,), true-positive flags (D,) bool) of the counted detections, in
+        category, image, descending-score order, and a dict category id -> number of (non-crowd)
+        ground-truth boxes.
+
+    Raises:
+        DataError: detections for images that are not in ``gt["images"]``.
     """
-    n_gt = {int(c["id"]): 0 for c in gt["categories"]}
-    gt_groups: dict[tuple[int, int], list[list[float]]] = {}
-    for a in gt["annotations"]:
-        if a.get("iscrowd", 0):
-            continue
-        n_gt[int(a["category_id"])] = n_gt.get(int(a["category_id"]), 0) + 1
-        gt_groups.setdefault((int(a["image_id"]), int(a["category_id"])), []).append(a["bbox"])
-    if not dets:
-        return np.zeros(0), np.zeros(0, int), np.zeros(0, bool), n_gt
-    img = np.fromiter((d["image_id"] for d in dets), np.int64, len(dets))
-    cat = np.fromiter((d["category_id"] for d in dets), np.int64, len(dets))
-    score = np.fromiter((d["score"] for d in dets), np.float64, len(dets))
-    box = np.asarray([d["bbox"] for d in dets], np.float64).reshape(-1, 4)
-    order = np.lexsort((np.arange(len(dets)), -score, cat, img))  # group, then score desc, then input order
-    img, cat, score, box = img[order], cat[order], score[order], box[order]
-    starts = np.flatnonzero(np.r_[True, (img[1:] != img[:-1]) | (cat[1:] != cat[:-1])])
-    ends = np.r_[starts[1:], len(order)]
-    keep = np.zeros(len(order), bool)
-    tp = np.zeros(len(order), bool)
-    thr = min(iou, 1 - 1e-10)
-    for s, e in zip(starts, ends):
-        e = min(e, s + max_dets)
-        keep[s:e] = True
-        g = gt_groups.get((int(img[s]), int(cat[s])))
-        if not g:
-            continue
-        ious = _iou_xywh(box[s:e], np.asarray(g, np.float64))
-        rows = np.flatnonzero((ious >= thr).any(axis=1))
-        taken = np.zeros(ious.shape[1], bool)
-        for r in rows:
-            cand = np.where(taken, -1.0, ious[r])
-            best = cand.max()
-            if best < thr:
-                continue
-            m = len(cand) - 1 - int(np.argmax(cand[::-1]))  # the last of equal maxima
-            taken[m] = True
-            tp[s + r] = True
-    return score[keep], cat[keep], tp[keep], n_gt
+    backend = resolve_backend(backend)
+    if "images" in gt:
+        _check_image_ids(gt, dets)
+    with _gc_paused():
+        return _matches(_evaluate(gt, dets, backend, iou=iou, max_dets=max_dets), backend)
 
 
-def precision_recall(gt: dict, dets: list[dict]) -> tuple[float, float, float, dict]:
-    """Precision and recall at IoU 0.5 at the confidence that maximises the mean F1 over classes with
-    ground truth (the lowest such confidence on ties). Returns (P, R, threshold, {cat: (P, R)})."""
-    score, cat, tp, n_gt = match_detections(gt, dets)
+def precision_recall_at_best_f1(score: np.ndarray, cat: np.ndarray, tp: np.ndarray,
+                                n_gt: Mapping[int, int]) -> tuple[float, float, float, dict]:
+    """Precision and recall at the confidence that maximises the mean F1 over classes with ground truth
+    (the lowest such confidence on ties; candidates: every score of a counted detection).
+
+    Args:
+        score, cat, tp, n_gt: the output of :func:`match_detections`.
+
+    Returns:
+        (P, R, threshold, {category id: (P, R)}); P and R are means over the classes with ground truth.
+    """
     cats = [c for c in sorted(n_gt) if n_gt[c] > 0]
     if not cats:
         return float("nan"), float("nan"), float("nan"), {}
@@ -483,38 +557,53 @@ def precision_recall(gt: dict, dets: list[dict]) -> tuple[float, float, float, d
     return float(prec[:, j].mean()), float(rec[:, j].mean()), float(thresholds[j]), per
 
 
+def _coco_eval(gt: dict, dets: list[dict], backend: str):
+    """(stats (12,), precision (T, R, K, A, M), category ids in K order, :func:`_matches` at IoU 0.5) of one
+    COCO evaluation with standard parameters.
+
+    Only these small results leave the garbage-collector pause: the backend's millions of objects are freed
+    inside it, otherwise the first collection after it would walk every one of them.
+    """
+    with _gc_paused():
+        ev = _evaluate(gt, dets, backend)
+        matches = _matches(ev, backend)  # IoU threshold 0 is 0.5
+        with contextlib.redirect_stdout(io.StringIO()):
+            ev.accumulate()
+            ev.summarize()
+        out = (np.asarray(ev.stats[:12], dtype=np.float64), np.asarray(ev.eval["precision"]),
+               [int(c) for c in ev.params.catIds], matches)
+        del ev
+    return out
+
+
+def _coco_mean(stat: float) -> float:
+    return float(stat) if stat > -1 else float("nan")  # COCO writes -1 where no class has ground truth
+
+
 def score_detections(gt: dict, dets: list[dict], backend: str = "auto") -> DetectionScores:
     """COCO-score ``dets`` (COCO results) against ``gt`` (COCO ground truth). See the module docstring.
+
+    One evaluation by the backend gives everything: AP from its accumulation, precision and recall from
+    its own per-image matches at IoU 0.5 (no second matcher).
 
     Raises:
         DataError: detections for images that are not in the ground truth.
     """
     backend = resolve_backend(backend)
-    img_ids = {int(img["id"]) for img in gt["images"]}
-    stray = sorted({d["image_id"] for d in dets} - img_ids, key=str)
-    if stray:
-        raise DataError(f"detections for {len(stray)} image id(s) that are not in the ground truth: "
-                        f"{', '.join(map(str, stray[:20]))}")
+    _check_image_ids(gt, dets)
     names = {int(c["id"]): c["name"] for c in gt["categories"]}
-    p, r, thr, per_pr = precision_recall(gt, dets)
-    n_gt = {c: 0 for c in names}
-    for a in gt["annotations"]:
-        n_gt[int(a["category_id"])] += 0 if a.get("iscrowd", 0) else 1
-    if not dets:  # pycocotools cannot load an empty result list; COCO's answer is AP 0 for every class
-        zero = 0.0 if any(n_gt.values()) else float("nan")
-        per_class = {names[c]: ClassScores(0.0, 0.0, 0.0, 0.0, n) for c, n in sorted(n_gt.items()) if n}
-        return DetectionScores(zero, zero, p, r, thr, per_class, len(gt["images"]), sum(n_gt.values()), 0,
-                               backend)
-    stats, precision, cat_order = _run_backend(gt, dets, backend)
+    stats, precision, cat_ids, matches = _coco_eval(gt, dets, backend)
+    n_gt = matches[3]
+    p, r, thr, per_pr = precision_recall_at_best_f1(*matches)
     per_class = {}
-    for k, c in enumerate(cat_order):
+    for k, c in enumerate(cat_ids):
         if n_gt[c] == 0:
             continue
         pk = precision[:, :, k, 0, -1]
-        cp, cr = per_pr.get(c, (0.0, 0.0))
+        cp, cr = per_pr[c]
         per_class[names[c]] = ClassScores(_mean_valid(pk[0]), _mean_valid(pk), cp, cr, n_gt[c])
     return DetectionScores(
-        map50=float(stats[1]), map50_95=float(stats[0]), precision=p, recall=r, conf_threshold=thr,
+        map50=_coco_mean(stats[1]), map50_95=_coco_mean(stats[0]), precision=p, recall=r, conf_threshold=thr,
         per_class=per_class, n_images=len(gt["images"]), n_gt=sum(n_gt.values()), n_det=len(dets),
         backend=backend, stats=[float(x) for x in stats])
 
