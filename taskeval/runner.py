@@ -304,10 +304,26 @@ class Runner:
                 "on": dataset_fingerprint(self.plan.train_ds, labels=False, save_to=self.manifests)}
 
     def check_resumable(self, cells: list[Cell]) -> None:
-        """Refuse to mix: finished cells whose recorded inputs differ from this config's."""
+        """Refuse to mix: finished cells whose recorded inputs differ from this config's, and finished cells of
+        this dataset name (any method, also those no longer configured) computed from other split files,
+        images, labels or class lists than this run's."""
         stale = self.store.stale(cells, self.inputs)
         if stale:
             raise TaskevalError(self.store.stale_message(stale, [self.manifests]))
+        from taskeval.fingerprint import explain
+
+        now = {ds.split: self._fingerprint(ds) for ds in self.plan.splits}
+        planned = {c.id for c in cells}
+        for meta in self.store.done_cells():
+            if meta["id"] in planned or meta.get("dataset") != self.plan.card.name:
+                continue
+            recorded = (meta.get("inputs") or {}).get("dataset") or {}
+            differ = {s: fp for s, fp in recorded.items() if s in now and fp != now[s]}
+            if differ:
+                why = explain({s: recorded[s] for s in differ}, {s: now[s] for s in differ}, [self.manifests])
+                raise TaskevalError(f"{self.path} holds cells of dataset {self.plan.card.name!r} computed from other "
+                                    f"data than this run's ({meta['id']}: {why}); one results store never mixes class "
+                                    "lists, split files or images under one dataset name: choose another --out")
 
     def needs(self, cell: Cell) -> bool:
         """Not finished yet, or finished with task options that the config has outgrown."""

@@ -119,6 +119,16 @@ def test_stale_inputs_are_refused_naming_the_files(synth_root, tmp_path):
     label.write_text(label.read_text() + "0 0.5 0.5 0.1 0.1\n")
     with pytest.raises(TaskevalError, match=rf"vis: synth/test: 1 pair\(s\) changed: {label.stem} \(det\)"):
         _runner(cfg, out).execute()
+    # a method that is not configured any more still counts: its cells are in the same store
+    other = _config(tmp_path, root, methods=("average",), seeds=(0,), name="other")
+    with pytest.raises(TaskevalError, match=rf"boxcount__vis__s0__\w+: synth/test: 1 pair\(s\) changed: {label.stem} "
+                       r"\(det\)\); one results store never mixes class lists, split files or images"):
+        _runner(other, out).execute()
+    card = root / "card.yaml"
+    card.write_text(card.read_text().replace("- sign", "- signs"))      # another class list, same dataset name
+    label.write_text(label.read_text().rsplit("\n", 2)[0] + "\n")        # the label as it was
+    with pytest.raises(TaskevalError, match=r"setting seg_classes"):
+        _runner(other, out).execute()
 
 
 def test_a_failing_cell_is_recorded_and_the_others_go_on(synth_root, tmp_path, monkeypatch, capsys):
