@@ -59,6 +59,8 @@ class DetProtocol:
         lr0, lrf, momentum, weight_decay, warmup_epochs, cos_lr: optimiser schedule.
         mosaic, close_mosaic, mixup, hsv_h, hsv_s, hsv_v, degrees, translate, scale, fliplr: augmentation.
         cache: keep decoded training images in RAM (faster; same numbers).
+        amp: mixed-precision training on CUDA (ultralytics' default there; ignored on the CPU). Its sanity
+            check, which would download a model, is skipped (logged).
         conf, iou, max_det: prediction confidence floor, NMS IoU, detections per image (YOLOv5's ``val.py``
             settings: everything above 0.001 is kept so the AP curve is complete).
         seed: default seed (``--seeds`` overrides it per run).
@@ -92,6 +94,7 @@ class DetProtocol:
     scale: float = 0.5
     fliplr: float = 0.5
     cache: bool = False
+    amp: bool = False
     conf: float = 0.001
     iou: float = 0.6
     max_det: int = 300
@@ -123,7 +126,7 @@ class DetProtocol:
 
 
 # fields added after protocol ids were first published: hashed only when set away from this default
-_ADDED_LATER = {"family": "ultralytics"}
+_ADDED_LATER = {"family": "ultralytics", "amp": False}
 
 
 def _file_digest(path: Path) -> str:
@@ -140,7 +143,7 @@ def _file_digest(path: Path) -> str:
 
 
 PRESETS: dict[str, DetProtocol] = {
-    "paper": DetProtocol(name="paper"),
+    "paper": DetProtocol(name="paper", amp=True),
     "quick": DetProtocol(
         name="quick", model="yolov8n.yaml", imgsz=160, epochs=7, batch=4, nbs=4, optimizer="AdamW", lr0=0.002,
         warmup_epochs=0.0, mosaic=0.0, hsv_h=0.0, hsv_s=0.2, hsv_v=0.2,

@@ -11,7 +11,9 @@ What ultralytics does by default and what stops it (see TOOLCHAIN.md):
 * checkpoints (``--fixed-checkpoint``, ``pretrained=``, our own ``last.pt``) are pickles: ``ULTRALYTICS_SAFE_LOAD=1``
   makes ultralytics load them with ``torch.load(weights_only=True)`` and an allow-list of its own classes;
 * threads: it trains on ``ultralytics.utils.torch_utils.NUM_THREADS`` threads on the CPU (1 on a 2-core
-  machine); taskeval sets that number explicitly.
+  machine); taskeval sets that number explicitly;
+* its AMP sanity check on CUDA loads ``yolo26n.pt`` (a download when absent): replaced by a logged skip, so
+  ``amp=True`` trains with mixed precision without touching the network.
 """
 
 from __future__ import annotations
@@ -83,10 +85,26 @@ def prepare(state_dir: str | Path | None = None, threads: int | None = None):
     off = {k: False for k in _INTEGRATIONS if k in uu.SETTINGS and uu.SETTINGS[k] is not False}
     if off:
         uu.SETTINGS.update(off)
+    import ultralytics.engine.trainer as trainer
+
+    if getattr(trainer.check_amp, "__module__", "") != __name__:
+        trainer.check_amp = _amp_without_download
     n = threads or torch.get_num_threads()
     tu.NUM_THREADS = n  # select_device() calls torch.set_num_threads(NUM_THREADS) on the CPU
     torch.set_num_threads(n)
     return ultralytics
+
+
+def _amp_without_download(model) -> bool:
+    """ultralytics' AMP check minus its model download: AMP on for CUDA (off elsewhere), logged."""
+    import torch
+
+    device = next(model.parameters()).device
+    if device.type != "cuda":
+        return False
+    log.info("ultralytics' AMP sanity check skipped (it downloads a model): training %s with mixed precision",
+             torch.cuda.get_device_name(device))
+    return True
 
 
 @contextlib.contextmanager

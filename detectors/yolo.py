@@ -11,7 +11,8 @@ Multi-GPU: ``device="0,1"`` (several CUDA devices) trains with ultralytics' own 
 launcher script under its settings folder and runs it with ``torch.distributed.run``; the arguments
 are the same, so the checkpoint and the numbers follow the same protocol. Prediction always runs on
 the first device given. A single device (``"cpu"``, ``"0"``) runs in-process, unchanged. Mixed precision
-stays off on every device: ultralytics' AMP check downloads a model (it costs GPU speed, not accuracy).
+follows ``DetProtocol.amp`` (on in the ``paper`` preset, used on CUDA only); ultralytics' AMP sanity check,
+which downloads a model, is skipped (:func:`detectors.ultralytics_env.prepare`).
 
 Example:
     >>> ckpt = train(fused_train, train_ds, PRESETS["quick"], "runs/x/vis", seed=0)  # doctest: +SKIP
@@ -78,7 +79,7 @@ def train(train_set, train_ds, protocol: DetProtocol, run_dir: str | Path,
 
     model = YOLO(protocol.model, task="detect")
     args = dict(protocol.train_args(), data=str(data_yaml), device=device, seed=int(seed), deterministic=True,
-                project=str(run_dir), name="train", exist_ok=True, workers=workers, amp=False, plots=False,
+                project=str(run_dir), name="train", exist_ok=True, workers=workers, amp=protocol.amp, plots=False,
                 val=False, verbose=verbose, patience=0,
                 pretrained=str(Path(protocol.pretrained).resolve()) if protocol.pretrained else False)
     t0 = time.perf_counter()

@@ -245,3 +245,18 @@ def test_quick_protocol_ranks_fusion_above_single_modalities(tmp_path):
             map50[method], _ = score_predictions(yolo.predict(ckpt, test, proto), gt)
         got = {k: v.map50 for k, v in map50.items()}
         assert got["max"] > max(got["ir"], got["vis"]), got
+
+
+def test_amp_check_never_downloads(tmp_path):
+    """ultralytics' AMP sanity check (it loads yolo26n.pt, a download when absent) is replaced after prepare():
+    off on the CPU, on for CUDA, without touching the network; quick ids are those of earlier runs."""
+    import torch
+
+    from detectors.ultralytics_env import prepare
+
+    prepare(tmp_path / "state")
+    import ultralytics.engine.trainer as trainer
+
+    assert trainer.check_amp.__module__ == "detectors.ultralytics_env"
+    assert trainer.check_amp(torch.nn.Linear(2, 2)) is False
+    assert load_protocol("quick").id == "quick-b5d2c0" and load_protocol("paper").amp is True
