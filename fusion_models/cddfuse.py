@@ -32,8 +32,8 @@ Two ways to run it:
   the sigmoid output in (0,1) without min-max (the harness applies it, ``normalize="minmax_y"``) and
   no 8-bit rounding; it is differentiable, so the network can be trained jointly. On the random
   reference checkpoint and dev pair 00091D its 8-bit result (not recoloured) differs from the
-  official PNG by at most 6 grey levels, mean 0.32, more than 1 level on 1.7% of the pixels: all of
-  it from the unrounded luma (on a grey visible image both give the same image within 1 level).
+  official PNG by at most 6 grey levels, mean 0.32, more than 1 level on 1.7% of the pixels; what
+  exceeds 1 level comes from the unrounded luma (with a grey visible image both agree within 1 level).
 """
 
 from __future__ import annotations

@@ -30,8 +30,8 @@ PNG conversion); ``forward(ir, vis_y)`` is the harness's differentiable float pa
 luma, sigmoid output pasted from the same crops, min-max left to the harness, ``normalize="minmax_y"``,
 no 8-bit rounding). On the random reference checkpoint and dev pair 00016N the float path's 8-bit
 result (not recoloured) differs from the official PNG by at most 9 grey levels, mean 0.48, more than
-1 level on 4.3% of the pixels, all from the unrounded luma (a grey visible image gives the same image
-within 1 level).
+1 level on 4.3% of the pixels; what exceeds 1 level comes from the unrounded luma (with a grey visible
+image both agree within 1 level).
 """
 
 from __future__ import annotations
