@@ -107,7 +107,8 @@ def _plugin_name():
     return name
 
 
-@pytest.mark.parametrize("fusion", ["tardal", "mlfuse", "ignet", "smfnet", "film", "ifcnn", "didfuse", "plugin"])
+@pytest.mark.parametrize("fusion", ["tardal", "mlfuse", "ignet", "smfnet", "film", "ifcnn", "didfuse", "cddfuse",
+                                    "emma", "plugin"])
 def test_task_gradients_reach_every_trainable_model(ds, tmp_path, fusion):
     """Seed models, ports and a plug-in: the segmentation loss of the fused image moves the fusion weights."""
     name = _plugin_name() if fusion == "plugin" else fusion
