@@ -8,13 +8,14 @@ Here the fast ones run once more in a subprocess with
 - ``ATEN_CPU_CAPABILITY=default``: ATen's scalar kernels (another reduction order, libm instead of
   the vectorised transcendentals);
 - ``ONEDNN_MAX_CPU_ISA=AVX2``, ``MKL_ENABLE_INSTRUCTIONS=AVX2``: the convolution and BLAS kernels of an
-  AVX2 CPU (no change where AVX2 is already the best; MKL ignores it on AMD CPUs);
+  AVX2 CPU (no change where AVX2 is already the best; MKL keeps its own path on AMD CPUs);
 - NumPy without its AVX512 loops;
 - the other thread count (1 <-> 2): another split of the parallel reductions.
 
 Measured on the AMD EPYC (torch 2.14.1): every fast reference test also passes under each of these
-settings alone (see ``tests/tolerances.py`` for the float figures). The slow reference tests are left
-out (minutes each); run them by hand with the same environment and ``--runslow``.
+settings alone (``tests/tolerances.py`` has the float figures). The child costs about 30 s of CPU time
+(one thread, 20 tests). The slow reference tests are left out (minutes each); run them by hand in
+``other_cpu_path_env()`` with ``--runslow -m reference``.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ another machine, with a toolbox value, or with another code path agrees only up 
 and the order depends on the CPU: BLAS (MKL) and oneDNN pick kernels per instruction set, ATen's
 vectorised reductions depend on the vector width, parallel reductions on the thread count. The first
 casualty was the emulated SeAFusion post-processing: bit-exact on the AMD EPYC that made the suite's
-figures, not on a 2-core Intel Xeon (its 3x3 colour-matrix product went through another MKL kernel).
+figures, not on a 2-core Intel Xeon, whose MKL presumably summed the 3x3 colour-matrix product in
+another order (the only operation in that pipeline whose result a CPU can change).
 
 Grounds (``shared/reference/RECIPE.md``, ``shared/reference/fidelity/RECIPE.md``: the official code
 against itself, 1 vs 2 threads and float64 vs float32, dev pair 00016N):
@@ -18,13 +19,30 @@ against itself, 1 vs 2 threads and float64 vs float32, dev pair 00016N):
 - 8-bit output: the same noise moves the PNG by 1 level on 1-36 pixels (IFCNN, CDDFuse, EMMA) to
   "a few hundred" (random-weight fidelity set) out of 307200; never by 2.
 
-Measured here (taskeval, torch 2.14.1, AMD EPYC, AVX512; every fast reference test run under
-``ATEN_CPU_CAPABILITY=default``, ``=avx2``, ``ONEDNN_MAX_CPU_ISA=AVX2``, 1 and 2 threads): the port
-outputs move by at most 1e-6 between these settings, the emulated post-processing stays bit-exact.
-The SeAFusion colour-matrix product computed in float64 (or summed in reverse order) instead of
-float32 BLAS, i.e. another summation order as on the Intel machine, moves the 0..255 float array by
-1.53e-5 (2**-16: one float32 ulp between 128 and 256) on 15-17% of the values and the PNG by 1 level
-on 2 of 921600 (00004N) and 5 of 2359296 (M3FD_00000) values.
+Measured here (torch 2.14.1 on an AMD EPYC with AVX512, 00004N, official weights; max |port - official|
+of the raw output for SeAFusion / TarDAL / MLFuse, then the PNG values off by 1 level, never more, out
+of 921600 (RGB) / 921600 (RGB) / 307200 (grey)):
+
+    AVX512, 1 thread                    9.5e-7 / 2.8e-6 / 7.7e-7    17 / 12 / 6
+    AVX512, 2 threads                   8.9e-7 / 2.8e-6 / 7.5e-7    17 / 12 / 8
+    ATEN_CPU_CAPABILITY=avx2            9.5e-7 / 2.8e-6 / 6.0e-7    17 / 12 / 4
+    ATEN_CPU_CAPABILITY=default         9.5e-7 / 1.6e-6 / 6.0e-7    17 /  9 / 4
+    ONEDNN_MAX_CPU_ISA=AVX2             4.8e-7 / 0      / 8.3e-7    11 /  0 / 3
+    ONEDNN_MAX_CPU_ISA=SSE41            4.8e-7 / 2.5e-6 / 7.7e-7    17 /  9 / 2
+    all of these, 2 threads (*)         0      / 9.1e-7 / 3.6e-7     0 /  6 / 6
+
+(*) the environment in which tests/test_cpu_paths.py re-runs the reference tests.
+
+M3FD_00000 (1024x768): AVX512 1.2e-6 / 3.6e-6 / 1.5e-6 and 100 / 26 / 45 values; (*) 0 / 1.8e-6 / 4.5e-7
+and 0 / 17 / 11. The official outputs themselves came from some such mix: SeAFusion's is reproduced bit
+for bit under (*), TarDAL's under AVX2 oneDNN kernels alone. The emulated post-processing of the
+official raw output stays bit-exact under every setting here, also with MKL_ENABLE_INSTRUCTIONS=AVX2 or
+SSE4_2 or MKL_CBWR (MKL keeps its own path on AMD CPUs). Computing SeAFusion's colour-matrix product
+in float64, or summing it in reverse order, as another CPU's BLAS may, moves the 0..255 float array by
+1.53e-5 (2**-16: one float32 ulp between 128 and 256) on 15-17% of the values and the PNG by 1 level on
+2 of 921600 (00004N) and 5 of 2359296 (M3FD_00000) values.
+Toolbox quality values (test_quality_metrics, fast cases): largest relative difference 1.4e-9..1.6e-9
+(Tang's SSIM, near-zero constants), at most 7.7e-11 for every other check, under each setting.
 """
 
 from __future__ import annotations
