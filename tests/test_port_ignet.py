@@ -24,7 +24,7 @@ from fusion_models.weights import load_checkpoint, load_weights
 from taskeval.errors import ConfigError
 from taskeval.fusing import apply_fusion
 from taskeval.imageio import gray_to_tensor, read_gray, read_rgb, rgb_to_tensor, tensor_to_uint8
-from tolerances import RAW_ATOL, assert_png_close
+from tolerances import PORT_PNG_MIN_SHARE, RAW_ATOL, assert_png_close
 
 PAIRS = ("00016N", "00091D")
 
@@ -143,7 +143,10 @@ def test_batched_inference_equals_official_train_mode_batch_of_one():
         batched = model(ir, vis)
         singles = torch.cat([official(ir[i:i + 1], vis[i:i + 1]) for i in range(2)])
         train_batch_of_two = official(ir, vis)
-    assert torch.allclose(batched, singles, atol=1e-5, rtol=0)
+    # Two code paths through many per-sample norms (outputs about -2.7..-0.15): measured max 3.7e-6..1.1e-5
+    # across CPU float paths (AVX512 4.2e-6; scalar ATen kernels with AVX2 oneDNN 1.1e-5), hence RAW_ATOL
+    # (the official code against itself: 2.1e-5 / 3.1e-5); mixing the batch moves it by > 1e-3.
+    assert torch.allclose(batched, singles, atol=RAW_ATOL, rtol=0)
     # Train-mode BatchNorm on a batch of two mixes the samples: the per-sample mode really differs.
     assert (train_batch_of_two - singles).abs().max() > 1e-3
 
@@ -205,8 +208,9 @@ def test_raw_output_and_png_match_official(shared, official_random, pair):
     out = out.numpy()
     assert out.shape == expected.shape
     assert np.abs(out - expected).max() <= RAW_ATOL
-    # Measured: max 1 grey level on 245 (00016N) / 297 (00091D) of 921600 values.
-    assert_png_close(official_png(out, inputs["image_vis"]), png, what=pair)
+    # Measured: max 1 grey level on 245 (00016N) / 297 (00091D) of 921600 values, 0.072% / 0.083% of the
+    # pixels (0.095% / 0.099% with scalar ATen kernels and AVX2 oneDNN).
+    assert_png_close(official_png(out, inputs["image_vis"]), png, min_share=PORT_PNG_MIN_SHARE, what=pair)
 
 
 @pytest.mark.slow

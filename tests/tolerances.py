@@ -59,11 +59,17 @@ RAW_ATOL = 1e-4
 POSTPROC_ATOL = 2.0**-14
 
 # 8-bit output vs an official PNG: float noise moves a value across one integer step at most (official
-# self-noise above: never 2 levels), on at most 0.1% of the pixels (official self-noise <= ~0.1%,
-# another summation order here 2e-6). A misread convention (rounding vs truncation, another min-max)
-# moves ~50% of the pixels, a wrong channel order or input nearly all of them.
+# self-noise above: never 2 levels). Share of pixels it may move:
+# - the official post-processing emulated on the official raw output: 0.1% (the official code against
+#   itself <= ~0.1%; another summation order here: 2e-6);
+# - a port's own output: 0.5%, as the noise of both runs adds up and min-max spreads it. Measured
+#   7.2e-4..8.3e-4 (IGNet, AVX512), 9.5e-4..9.9e-4 (IGNet, scalar ATen + AVX2 oneDNN), <= 1.2e-3
+#   (MLFuse 00091D, official weights).
+# A misread convention (rounding vs truncation, another min-max) moves ~50% of the pixels, a wrong
+# channel order or input nearly all of them.
 PNG_MAX_LEVEL = 1
 PNG_MIN_SHARE = 0.999
+PORT_PNG_MIN_SHARE = 0.995
 
 
 def png_diff_summary(ours: np.ndarray, ref: np.ndarray) -> tuple[int, float]:
