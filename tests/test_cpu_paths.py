@@ -14,7 +14,7 @@ Here the fast ones run once more in a subprocess with
 
 Measured on the AMD EPYC (torch 2.14.1): every fast reference test also passes under each of these
 settings alone (``tests/tolerances.py`` has the float figures). The child costs about 30 s of CPU time
-(one thread, 20 tests). The slow reference tests are left out (minutes each); run them by hand in
+(one thread, 21 tests). The slow reference tests are left out (minutes each); run them by hand in
 ``other_cpu_path_env()`` with ``--runslow -m reference``.
 """
 
