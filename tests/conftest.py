@@ -1,4 +1,4 @@
-"""Shared fixtures: the location of ../shared (real samples and official references), slow/gpu markers."""
+"""Shared fixtures: the location of ../shared (real samples and official references), markers, header."""
 
 from __future__ import annotations
 
@@ -14,6 +14,20 @@ def shared_root() -> Path:
     """``$TASKEVAL_SHARED`` or the ``shared/`` folder beside the repository."""
     env = os.environ.get("TASKEVAL_SHARED")
     return Path(env) if env else REPO.parent / "shared"
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "reference: compares a float result with a file computed elsewhere (official references, "
+        "toolbox values); re-run under another CPU float path by tests/test_cpu_paths.py")
+
+
+def pytest_report_header(config):
+    import torch
+
+    # Float results compared with files computed elsewhere depend on these (see tests/tolerances.py).
+    capability = torch.backends.cpu.get_cpu_capability()
+    return f"torch CPU capability: {capability}, threads: {torch.get_num_threads()}"
 
 
 def pytest_addoption(parser):

@@ -134,7 +134,7 @@ def test_text_none_is_one_zero_token(small_model, small_batch, small_outputs):
     with torch.no_grad():
         zero_token = small_model(ir[:1], vis[:1], torch.zeros(1, 1, TEXT_DIM))
         zero_tokens = small_model(ir[:1], vis[:1], torch.zeros(1, 7, TEXT_DIM))
-    assert torch.equal(small_outputs["none"], zero_token)
+    assert torch.equal(small_outputs["none"], zero_token)  # the same computation: exact on purpose
     # Identical query tokens give identical attention rows, so the token count cannot matter.
     torch.testing.assert_close(zero_tokens, zero_token, rtol=0, atol=1e-6)
 
@@ -202,7 +202,7 @@ def fidelity_runs(fidelity_dir, official_model):
     for pair in PAIRS:
         inputs = np.load(fidelity_dir / f"{pair}_in.npz")
         text = load_text_embeddings(fidelity_dir, [f"{pair}_text"])
-        np.testing.assert_array_equal(text.numpy(), inputs["text"])
+        np.testing.assert_array_equal(text.numpy(), inputs["text"])  # loading: the stored values themselves
         with torch.no_grad():
             out = official_model(torch.from_numpy(inputs["imageA"]), torch.from_numpy(inputs["imageB"]), text)
         runs[pair] = out
@@ -210,6 +210,7 @@ def fidelity_runs(fidelity_dir, official_model):
 
 
 @pytest.mark.slow
+@pytest.mark.reference
 @pytest.mark.parametrize("pair", PAIRS)
 def test_fidelity_raw_output(fidelity_dir, fidelity_runs, pair):
     diff = (fidelity_runs[pair] - torch.from_numpy(np.load(fidelity_dir / f"{pair}_out.npy"))).abs()
@@ -218,6 +219,7 @@ def test_fidelity_raw_output(fidelity_dir, fidelity_runs, pair):
 
 
 @pytest.mark.slow
+@pytest.mark.reference
 @pytest.mark.parametrize("pair", PAIRS)
 def test_fidelity_png(fidelity_dir, fidelity_runs, pair):
     ours = _official_png(fidelity_runs[pair][0]).astype(int)
@@ -227,6 +229,7 @@ def test_fidelity_png(fidelity_dir, fidelity_runs, pair):
 
 
 @pytest.mark.slow
+@pytest.mark.reference
 def test_harness_path_reproduces_official_png(fidelity_dir, official_model):
     """apply_fusion (IR first, text passed, per-image min-max) on a grey visible whose BT.601 luma is the
     official rounded grey input: its un-recoloured output gives the official PNG, and recolouring a grey

@@ -5,7 +5,7 @@ References (``shared/reference/``): ``architectures/IGNet.json`` (official state
 the PNG written by the official ``test.py``; see ``fidelity/RECIPE.md``). Tolerances come from the
 RECIPE: the official code against itself moves the raw output by up to 3e-5 (threads, float64, memory
 layout of the visible input), hence 1e-4; 8-bit quantisation after min-max turns that into 1-level
-differences on a few hundred pixels.
+differences on a few hundred pixels (constants and grounds in ``tests/tolerances.py``).
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from fusion_models.weights import load_checkpoint, load_weights
 from taskeval.errors import ConfigError
 from taskeval.fusing import apply_fusion
 from taskeval.imageio import gray_to_tensor, read_gray, read_rgb, rgb_to_tensor, tensor_to_uint8
+from tolerances import PORT_PNG_MIN_SHARE, RAW_ATOL, assert_png_close
 
 PAIRS = ("00016N", "00091D")
-RAW_TOL = 1e-4
 
 
 def fidelity_dir(shared):
@@ -121,6 +121,7 @@ def test_three_channel_visible_uses_channel_zero():
     model = with_live_graph(IGNet()).eval()
     ir, ycrcb = torch.rand(1, 1, 32, 32), torch.rand(1, 3, 32, 32)
     with torch.no_grad():
+        # Exact on purpose: both calls hand the network the same view of channel 0.
         assert torch.equal(model(ir, ycrcb), model(ir, ycrcb[:, :1]))
 
 
@@ -142,7 +143,10 @@ def test_batched_inference_equals_official_train_mode_batch_of_one():
         batched = model(ir, vis)
         singles = torch.cat([official(ir[i:i + 1], vis[i:i + 1]) for i in range(2)])
         train_batch_of_two = official(ir, vis)
-    assert torch.allclose(batched, singles, atol=1e-5, rtol=0)
+    # Two code paths through many per-sample norms (outputs about -2.7..-0.15): measured max 3.7e-6..1.1e-5
+    # across CPU float paths (AVX512 4.2e-6; scalar ATen kernels with AVX2 oneDNN 1.1e-5), hence RAW_ATOL
+    # (the official code against itself: 2.1e-5 / 3.1e-5); mixing the batch moves it by > 1e-3.
+    assert torch.allclose(batched, singles, atol=RAW_ATOL, rtol=0)
     # Train-mode BatchNorm on a batch of two mixes the samples: the per-sample mode really differs.
     assert (train_batch_of_two - singles).abs().max() > 1e-3
 
@@ -188,33 +192,37 @@ def test_sample_norm_against_batchnorm():
 
 
 @pytest.mark.slow
+@pytest.mark.reference
 @pytest.mark.parametrize("pair", PAIRS)
 def test_raw_output_and_png_match_official(shared, official_random, pair):
     ref_dir = fidelity_dir(shared)
     inputs = np.load(ref_dir / f"{pair}_in.npz")
     expected = np.load(ref_dir / f"{pair}_out.npy")
     png = np.asarray(Image.open(ref_dir / f"{pair}.png").convert("RGB"))
-    # Our reading of the official post-processing reproduces its PNG exactly from its raw output.
-    assert np.array_equal(official_png(expected, inputs["image_vis"]), png)
+    # Our reading of the official post-processing reproduces its PNG from its raw output (bit-exact on the
+    # machine that made the figures; float noise elsewhere).
+    assert_png_close(official_png(expected, inputs["image_vis"]), png, what=f"emulated {pair}")
 
     with torch.no_grad():
         out = official_random(torch.from_numpy(inputs["image_ir"]), torch.from_numpy(inputs["image_vis"]))
     out = out.numpy()
     assert out.shape == expected.shape
-    assert np.abs(out - expected).max() <= RAW_TOL
-    # Measured: max 1 grey level on 245 (00016N) / 297 (00091D) of 921600 values.
-    diff = np.abs(official_png(out, inputs["image_vis"]).astype(int) - png.astype(int))
-    assert diff.max() <= 1
-    assert (diff > 0).mean() < 1e-3
+    assert np.abs(out - expected).max() <= RAW_ATOL
+    # Measured: max 1 grey level on 245 (00016N) / 297 (00091D) of 921600 values, 0.072% / 0.083% of the
+    # pixels (0.095% / 0.099% with scalar ATen kernels and AVX2 oneDNN).
+    assert_png_close(official_png(out, inputs["image_vis"]), png, min_share=PORT_PNG_MIN_SHARE, what=pair)
 
 
 @pytest.mark.slow
+@pytest.mark.reference
 @pytest.mark.parametrize("pair", PAIRS)
 def test_harness_path_matches_official_png(shared, official_random, pair):
     ref_dir = fidelity_dir(shared)
     inputs = np.load(ref_dir / f"{pair}_in.npz")
     ir = gray_to_tensor(read_gray(shared / "data" / "msrs_det" / "ir" / f"{pair}.png"))
     vis = rgb_to_tensor(read_rgb(shared / "data" / "msrs_det" / "vi" / f"{pair}.png"))
+    # Exact on purpose: uint8 / 255 is one correctly rounded division on every IEEE machine, and the
+    # harness must hand the network the official input itself.
     assert np.array_equal(ir.numpy(), inputs["image_ir"])
 
     with torch.no_grad():

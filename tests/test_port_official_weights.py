@@ -10,17 +10,22 @@ post-processing including its uint8 truncation) and compare:
     SeAFusion 1.0e-6 / 1.2e-6, TarDAL 2.8e-6 / 3.6e-6, MLFuse 7.8e-7 / 1.6e-6.
 (b) the 8-bit result vs ``<id>.png``: max abs diff <= 1 grey level on at most 0.5% of the pixels.
     Measured: max 1 on every image (0 on TarDAL 00147D); differing pixels per image SeAFusion 10-134,
-    TarDAL 0-57, MLFuse 4-380 (at most 0.12%, MLFuse 00091D). The emulated post-processing is exact
-    (``test_emulated_postprocessing_is_exact``), so these are float differences of ~1e-6 in the network
-    output that cross an integer before the official truncation (or move MLFuse's min/max).
+    TarDAL 0-57, MLFuse 4-380 (at most 0.12%, MLFuse 00091D). The emulated post-processing reproduces
+    the official files from the official raw output (bit-exact on the machine that measured these
+    figures, within float noise elsewhere: ``test_emulated_postprocessing_matches_official_files``), so
+    these are float differences of ~1e-6 in the network output that cross an integer before the official
+    truncation (or move MLFuse's min/max).
 (c) the harness path ``apply_fusion`` + ``tensor_to_uint8`` vs ``<id>.png``. The harness rounds instead
     of truncating and uses float BT.601 luma and chroma where TarDAL (OpenCV) and MLFuse (Pillow) use
     8-bit integers, so it is not bit-exact by design. Measured over the 13 pairs (max / mean abs diff):
     SeAFusion 1 / 0.49-0.51, always 0 or +1 (rounding instead of truncation, nothing else);
     TarDAL 3-9 / 0.50-0.53 on MSRS, 4-7 / 0.64-0.66 on M3FD (the official Y is truncated to 8 bits
     before OpenCV's 8-bit colour conversion rounds again; up to 24% of the M3FD pixels differ by more
-    than 1); MLFuse, grey (recolouring off) 1-2 / 0.31-0.67. Asserted: the measured maxima and the mean
-    bounds below.
+    than 1); MLFuse, grey (recolouring off) 1-2 / 0.31-0.67. Asserted: the measured maxima plus the one
+    level that float noise can add on another CPU (as in (b)), and the mean bounds below.
+
+Tolerances and their grounds: ``tests/tolerances.py``; ``tests/test_cpu_paths.py`` re-runs these
+comparisons under another float path (scalar ATen kernels, AVX2 oneDNN/MKL, another thread count).
 
 Only 00004N runs by default (one full 640x480 forward per test: 3-4 s of CPU time on one thread);
 the other 12 pairs are marked slow.
@@ -44,6 +49,7 @@ from taskeval.color import luminance
 from taskeval.errors import ConfigError, WeightsError
 from taskeval.fusing import apply_fusion
 from taskeval.imageio import gray_to_tensor, read_gray, read_rgb, rgb_to_tensor, tensor_to_uint8
+from tolerances import PORT_PNG_MIN_SHARE, POSTPROC_ATOL, RAW_ATOL, assert_png_close
 
 REFERENCE_IDS = ("00004N", "00016N", "00032N", "00047N", "00091D", "00107D", "00119D", "00135D",
                  "00147D", "00169D", "M3FD_00000", "M3FD_00082", "M3FD_00159")
@@ -58,11 +64,10 @@ MODELS = {
     "mlfuse": ("MLFuse", "MLFuse/model_fuse.pth"),
 }
 
-NET_TOL = 1e-4
-PNG_MAX_DIFF = 1
-PNG_MAX_SHARE = 5e-3
-# Harness path vs the official PNG: (max abs diff, mean abs diff) in grey levels; see (c) above.
-HARNESS_TOL = {"seafusion": (1, 0.6), "tardal": (9, 0.8), "mlfuse": (2, 0.8)}
+# Harness path vs the official PNG: (max abs diff, mean abs diff) in grey levels; see (c) above. The
+# maxima are the measured ones plus one level of float noise, except SeAFusion, where the same float
+# pipeline rounded instead of truncated can only be 0 or +1 (checked by sign below).
+HARNESS_TOL = {"seafusion": (1, 0.6), "tardal": (10, 0.8), "mlfuse": (3, 0.8)}
 
 
 def _pair(shared: Path, image_id: str) -> tuple[Path, Path]:
@@ -88,12 +93,15 @@ def _seafusion_pre(ir_path: Path, vi_path: Path):
     return ir, ycrcb[:, :1].reshape(ir.shape), ycrcb
 
 
-def _seafusion_post(net: torch.Tensor, ycrcb: torch.Tensor):
-    """test.py: cat with Cr/Cb, YCrCb->RGB as a matrix product, clamp, min-max over RGB, x255, truncate."""
+def _seafusion_post(net: torch.Tensor, ycrcb: torch.Tensor, matmul=torch.mm):
+    """test.py: cat with Cr/Cb, YCrCb->RGB as a matrix product, clamp, min-max over RGB, x255, truncate.
+
+    ``matmul`` (float32 (N,3) x (3,3)) stands in for the BLAS call, whose summation order is the CPU's.
+    """
     h, w = net.shape
     fused = torch.cat([net.reshape(-1, 1), ycrcb[:, 1:]], dim=1)
     mat = torch.tensor([[1.0, 1.0, 1.0], [1.403, -0.714, 0.0], [0.0, -0.344, 1.773]])
-    rgb = ((fused + torch.tensor([0.0, -0.5, -0.5])).mm(mat)).clamp(0, 1).reshape(h, w, 3).numpy()
+    rgb = matmul(fused + torch.tensor([0.0, -0.5, -0.5]), mat).clamp(0, 1).reshape(h, w, 3).numpy()
     scaled = 255.0 * ((rgb - rgb.min()) / (rgb.max() - rgb.min()))
     return scaled, np.uint8(scaled)
 
@@ -142,17 +150,53 @@ def _reference(shared: Path, name: str, image_id: str, suffix: str):
     return np.load(path) if suffix.endswith(".npy") else np.array(Image.open(path))
 
 
+def _check_postprocessing(shared: Path, name: str, image_id: str, post) -> float:
+    """Emulated post-processing of the official raw output vs the official files; -> max float difference."""
+    _, _, context = PIPELINES[name][0](*_pair(shared, image_id))
+    scaled, png = post(torch.from_numpy(_reference(shared, name, image_id, "_net.npy")), context)
+    expected = _reference(shared, name, image_id, ".npy")
+    assert scaled.shape == expected.shape and scaled.dtype == expected.dtype
+    diff = np.abs(scaled.astype(np.float64) - expected).max()
+    assert diff <= POSTPROC_ATOL, f"{name} {image_id}: float output differs by {diff:.2e} (0..255 units)"
+    assert_png_close(png, _reference(shared, name, image_id, ".png"), what=f"{name} {image_id}")
+    return float(diff)
+
+
+@pytest.mark.reference
 @pytest.mark.parametrize("name", sorted(MODELS))
 @pytest.mark.parametrize("image_id", NET_IDS)
-def test_emulated_postprocessing_is_exact(shared, name, image_id):
-    """The emulated official post-processing turns the official raw output into the official files exactly."""
-    pre, post = PIPELINES[name]
-    _, _, context = pre(*_pair(shared, image_id))
-    scaled, png = post(torch.from_numpy(_reference(shared, name, image_id, "_net.npy")), context)
-    assert np.array_equal(scaled, _reference(shared, name, image_id, ".npy"))
-    assert np.array_equal(png, _reference(shared, name, image_id, ".png"))
+def test_emulated_postprocessing_matches_official_files(shared, name, image_id):
+    """The emulated official post-processing turns the official raw output into the official files.
+
+    Bit-exact on the AMD EPYC that measured the figures above, not on a 2-core Intel Xeon (presumably
+    its BLAS summed SeAFusion's colour-matrix product in another order), hence the float-noise
+    tolerances of tests/tolerances.py.
+    """
+    _check_postprocessing(shared, name, image_id, PIPELINES[name][1])
 
 
+def _matmul_float64(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return a.double().mm(b.double()).float()
+
+
+def _matmul_reversed(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return sum(a[:, k:k + 1] * b[k] for k in reversed(range(a.shape[1])))
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("matmul", [_matmul_float64, _matmul_reversed], ids=["float64", "reversed"])
+@pytest.mark.parametrize("image_id", NET_IDS)
+def test_postprocessing_tolerance_absorbs_another_summation_order(shared, image_id, matmul):
+    """Another CPU's BLAS, emulated: SeAFusion's colour-matrix product in float64 or in reverse order
+    moves values by one float32 ulp (measured: 15-17% of the float values, 2-5 PNG values); the
+    tolerances must absorb that, or the next machine fails where the official code itself would."""
+    diff = _check_postprocessing(shared, "seafusion", image_id,
+                                 lambda net, ycrcb: _seafusion_post(net, ycrcb, matmul=matmul))
+    if matmul is _matmul_float64:  # rounded once instead of per operation: a different result on any CPU
+        assert diff > 0, "the float64 product should differ from the official float32 one"
+
+
+@pytest.mark.reference
 @pytest.mark.parametrize("name", sorted(MODELS))
 @pytest.mark.parametrize("image_id", IDS)
 def test_official_pipeline_reproduced(shared, name, image_id):
@@ -163,15 +207,12 @@ def test_official_pipeline_reproduced(shared, name, image_id):
         net = _official_model(shared, name)(ir, vis)[0, 0]
     if image_id in NET_IDS:
         diff = np.abs(net.numpy() - _reference(shared, name, image_id, "_net.npy")).max()
-        assert diff <= NET_TOL, f"{name} {image_id}: raw output differs from the official one by {diff:.2e}"
-    png = post(net, context)[1].astype(np.int16)
-    ref = _reference(shared, name, image_id, ".png").astype(np.int16)
-    assert png.shape == ref.shape
-    diff = np.abs(png - ref)
-    assert diff.max() <= PNG_MAX_DIFF, f"{name} {image_id}: max diff {diff.max()} grey levels"
-    assert (diff > 0).mean() <= PNG_MAX_SHARE, f"{name} {image_id}: {(diff > 0).sum()} pixels differ"
+        assert diff <= RAW_ATOL, f"{name} {image_id}: raw output differs from the official one by {diff:.2e}"
+    assert_png_close(post(net, context)[1], _reference(shared, name, image_id, ".png"),
+                     min_share=PORT_PNG_MIN_SHARE, what=f"{name} {image_id}")
 
 
+@pytest.mark.reference
 @pytest.mark.parametrize("name", sorted(MODELS))
 @pytest.mark.parametrize("image_id", IDS)
 def test_harness_path_close_to_official_png(shared, name, image_id):
@@ -247,7 +288,7 @@ def test_seafusion_batchnorm_is_unused(shared):
     with torch.no_grad():
         evaluated = model(ir, vis)
         trained = model.train()(ir, vis)
-    assert torch.equal(evaluated, trained)
+    assert torch.equal(evaluated, trained)  # the same operations in the same process: exact on purpose
 
 
 def test_mlfuse_aux_outputs_and_min_size(shared):
@@ -255,7 +296,7 @@ def test_mlfuse_aux_outputs_and_min_size(shared):
     ir, vis = _crop_pair(shared, "00091D", size=(32, 48))
     with torch.no_grad():
         fused, aux = model.forward_with_aux(ir, vis)
-        assert torch.equal(fused, model(ir, vis))
+        assert torch.equal(fused, model(ir, vis))  # both run _branches + _aggregate: exact on purpose
     assert sorted(aux) == ["edge", "knowledge", "saliency"]
     assert all(a.shape == (1, 1, 32, 48) and a.abs().max() < 1 for a in aux.values())
     with pytest.raises(ValueError, match="at least 15x15"):

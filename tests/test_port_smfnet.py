@@ -5,7 +5,7 @@ References (``shared/reference/``): ``architectures/SMFNet.json`` (the five offi
 network output and the PNG written by the official ``test.py``; see ``fidelity/RECIPE.md``). Tolerances
 come from the RECIPE: the official code against itself moves the raw output by up to 1.1e-6 on 00016N
 (threads, float64), hence 1e-4 for a float32 port; 8-bit quantisation after min-max turns float noise into
-1-level differences on a few pixels.
+1-level differences on a few pixels (constants and grounds in ``tests/tolerances.py``).
 
 Measured (port in float32, one thread): 00016N 1.7e-6, 00091D 8.3e-5. The port run in float64 is also
 8.3e-5 from the 00091D reference but only 2.5e-6 from our float32 output (and 1.1e-6 from the 00016N
@@ -28,9 +28,9 @@ from fusion_models.smfnet import CHECKPOINT_KEYS, SMFNet, NodeUpdate, _channel_a
 from fusion_models.weights import read_checkpoint
 from taskeval.fusing import apply_fusion
 from taskeval.imageio import gray_to_tensor, read_gray, read_rgb, rgb_to_tensor, tensor_to_uint8
+from tolerances import RAW_ATOL, assert_png_close
 
 PAIRS = ("00016N", "00091D")
-RAW_TOL = 1e-4
 
 
 def fidelity_dir(shared):
@@ -143,7 +143,7 @@ def test_deterministic_and_batch_independent():
     model = SMFNet().eval()
     ir, vis = torch.rand(2, 1, 24, 28), torch.rand(2, 1, 24, 28)
     with torch.no_grad():
-        first, second = model(ir, vis), model(ir, vis)
+        first, second = model(ir, vis), model(ir, vis)  # same process, same inputs: bit-identical
         singles = torch.cat([model(ir[i:i + 1], vis[i:i + 1]) for i in range(2)])
     assert torch.equal(first, second)
     assert torch.allclose(first, singles, atol=1e-6, rtol=0)
@@ -182,7 +182,7 @@ def test_unused_official_parameters_do_not_matter_and_running_stats_do(shared):
         sd = model.state_dict()
         for key in unused:
             sd[key].add_(1)
-        assert torch.equal(model(ir, vis), before)
+        assert torch.equal(model(ir, vis), before)  # the same computation again: exact on purpose
         sd["GraphModel.graph.C_cat.0.1.running_var"].mul_(4.0)
         assert (model(ir, vis) - before).abs().max() > 1e-4
 
@@ -228,29 +228,34 @@ def test_graph_messages_use_the_official_tiled_edge_weights():
 
 
 @pytest.mark.slow
+@pytest.mark.reference
 @pytest.mark.parametrize("pair", PAIRS)
 def test_raw_output_matches_official(shared, raw_outputs, pair):
     expected = np.load(fidelity_dir(shared) / f"{pair}_out.npy")
     got = raw_outputs(pair)
     assert got.shape == expected.shape
-    assert np.abs(got - expected).max() <= RAW_TOL
+    assert np.abs(got - expected).max() <= RAW_ATOL
 
 
 @pytest.mark.slow
+@pytest.mark.reference
 @pytest.mark.parametrize("pair", PAIRS)
 def test_png_matches_official(shared, raw_outputs, pair, tmp_path):
     ref_dir = fidelity_dir(shared)
     inputs = np.load(ref_dir / f"{pair}_in.npz")
     png = cv2.imread(str(ref_dir / f"{pair}.png"), cv2.IMREAD_UNCHANGED)
-    # Our reading of the official post-processing reproduces its PNG exactly from its raw output.
+    # Our reading of the official post-processing reproduces its PNG from its raw output: bit-exact on the
+    # machine that made the figures, but OpenCV's float colour conversion is SIMD code chosen per CPU.
     expected = np.load(ref_dir / f"{pair}_out.npy")
-    assert np.array_equal(official_png(expected, inputs["VIS_Cr"], inputs["VIS_Cb"], tmp_path), png)
+    emulated = official_png(expected, inputs["VIS_Cr"], inputs["VIS_Cb"], tmp_path)
+    assert_png_close(emulated, png, what=f"emulated {pair}")
 
     ours = official_png(raw_outputs(pair), inputs["VIS_Cr"], inputs["VIS_Cb"], tmp_path)
     assert np.abs(ours.astype(int) - png.astype(int)).max() <= 1
 
 
 @pytest.mark.slow
+@pytest.mark.reference
 @pytest.mark.parametrize("pair", PAIRS)
 def test_harness_path_matches_official_png(shared, official_random, pair):
     """apply_fusion on the dataset images (BT.601 chroma, offset 0.5 on [0,1]) against the official PNG."""

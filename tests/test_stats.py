@@ -72,6 +72,7 @@ def test_seg_bootstrap_equals_loop_with_same_draws():
     assert np.array_equal(stats.seg_replicate_confmats(cm, idx), summed)
     got = stats.bootstrap_segmentation(cm, n_boot, seed)
     for m in SEG_OVERALL:
+        # Exact on purpose: integer-valued sums, then the same elementwise numpy operations row by row.
         assert np.array_equal(got[m].replicates, loop[m])
         lo, hi = np.percentile(loop[m], [2.5, 97.5])
         assert (got[m].low, got[m].high) == (lo, hi)
@@ -137,6 +138,8 @@ def pycocotools_map(gt, dets):
 
 
 def test_detection_full_replicate_equals_pycocotools():
+    """Exact on purpose, here and below: detection_replicates repeats COCO's accumulation (the same numpy
+    operations on the same values, in the same process), and promises pycocotools' numbers to the last bit."""
     gt, dets = tiny_coco()
     ev = stats.evaluate_images(gt, dets)
     full = stats.detection_replicates(ev, np.arange(ev.n_images)[None])
@@ -188,7 +191,7 @@ def test_paired_identical_and_clearly_better_segmentation():
     c = stats.paired_segmentation(better, cm, n_boot=500, seed=0, names=("good", "base"))
     assert c.low > 0 and c.p_value == 0.0 and c.method_a == "good"
     rev = stats.paired_segmentation(cm, better, n_boot=500, seed=0)
-    np.testing.assert_array_equal(rev.replicates, -c.replicates)
+    np.testing.assert_array_equal(rev.replicates, -c.replicates)  # a - b == -(b - a) in IEEE arithmetic
     assert rev.p_value == 1.0
 
 
