@@ -192,10 +192,12 @@ def test_class_list_or_dataset_that_does_not_match(tmp_path):
     (run / "inputs" / f"{TEST_DIGEST}.json").unlink()
     pub = P.published_for(RunData.open(run), RunData.open(run).spec("segmentation"), "msrs", SEG_PROTOCOL)
     assert pub.rows == () and "records no class list" in pub.reason
-    # a dataset with nothing published: no rows, no section, no reason
-    run = seg_run(tmp_path / "c", {"ir": [0.5], "vis": [0.6]}, card="fmb", dataset="fmb")
-    _, t = seg_table(run)
+    # a dataset with nothing published: no rows, no section, no reason; the caption names its split file
+    run = seg_run(tmp_path / "c", {"ir": [0.5], "vis": [0.6]}, card="msrs_sample", dataset="msrs_sample")
+    summary, t = seg_table(run)
     assert not t.published and 'id="published"' not in render_html(run, figures=[])
+    split = f"Test split: 'test' (split file splits/msrs_sample_test.txt, files:{TEST_DIGEST[:8]})."
+    assert split in t.caption and split in summary.caption
 
 
 def test_acceptance_msrs_seg_on_the_fixture_shows_published_rows(tmp_path):

@@ -25,8 +25,9 @@ Everything task-specific comes from the task's :class:`~taskeval.tasks.TaskSpec`
 * Published results (:mod:`taskeval.reporting.published`) of the dataset and class list: a separate row
   group below the measured rows of a per-class table, labelled with their source, never marked and never
   part of the cells, seeds, ranks or comparisons (:attr:`Table.published`).
-* Captions name the test split and a short digest of its files (``files:<8 hex>``, the first hex digits of
-  the manifest ``RUN/inputs/<hex>.json`` the cells recorded) when the run records them.
+* Captions name the test split, its split file where the card has one, and a short digest of its files
+  (``files:<8 hex>``, the first hex digits of the manifest ``RUN/inputs/<hex>.json`` the cells recorded)
+  when the run records them.
 """
 
 from __future__ import annotations
@@ -478,18 +479,21 @@ def _unique_headers(columns: list[Column]) -> list[Column]:
 
 
 def split_label(run: RunData, groups: Iterable[Group]) -> str:
-    """``"'test' (files:469a5bfa)"``: the run's test split (``dataset.json``) and the first 8 hex digits of
-    the digest of its files that the groups' cells recorded; "" when the run does not record its split."""
+    """``"'test' (split file splits/m3fd_scene_test.txt, files:469a5bfa)"``: the run's test split
+    (``dataset.json``), its split file where the card has one, and the first 8 hex digits of the digest of its
+    files that the groups' cells recorded (``RUN/inputs/<hex>.json``); "" when the run records no split."""
     split = run.dataset_record.get("test_split")
     if not split:
         return ""
+    groups = list(groups)
+    card = run.card()
+    split_file = card.split_files.get(split) if card is not None and any(g[1] == card.name for g in groups) \
+        else None
     digests = list(dict.fromkeys(f for g in groups for f in run.test_fingerprints(*g)))
-    short = [d[: d.index(":") + 9] if ":" in d else d for d in digests]
-    text = f"{split!r}"
-    if short:
-        differ = ": its cells were scored on different files" if len(short) > 1 else ""
-        text += f" ({', '.join(short)}{differ})"
-    return text
+    parts = ([f"split file {split_file}"] if split_file else []) + \
+        [d[: d.index(":") + 9] if ":" in d else d for d in digests]
+    differ = ": its cells were scored on different files" if len(digests) > 1 else ""
+    return f"{split!r}" + (f" ({', '.join(parts)}{differ})" if parts else "")
 
 
 def run_tables(run: RunData, labels: Mapping[str, str] | None = None, show_std: bool = True,
