@@ -29,7 +29,7 @@ from taskeval.errors import ConfigError
 from taskeval.registry import suggest
 
 TASKS = ("detection", "segmentation")
-_SOURCE_KEYS = {"paper", "venue", "url", "repository", "arxiv"}
+_SOURCE_KEYS = {"paper", "short", "venue", "url", "repository", "arxiv"}
 _TABLE_KEYS = {"id", "source", "table", "dataset", "task", "metric", "definition", "network", "protocol",
                "columns", "class_map", "decimals", "verified", "note", "rows"}
 _ROW_KEYS = {"method", "label", "values", "headline"}
@@ -52,6 +52,8 @@ class PublishedRow:
         source: citation (authors: title, venue); table: which table; url, repository: where.
         verified: whether the value was re-read from the paper itself; note: what was checked.
         table_id: the id of the table in the data file.
+        cite: a short citation for table rows, ``"CDDFuse paper, CVPR 2023"`` (the source's ``short`` name,
+            else its key, and the venue up to its first comma).
     """
 
     dataset: str
@@ -72,6 +74,7 @@ class PublishedRow:
     verified: bool
     note: str
     table_id: str
+    cite: str = ""
 
 
 def default_path() -> Path:
@@ -232,5 +235,6 @@ def published_rows(dataset: str, task: str, classes, path: str | Path | None = N
                 per_class=per_class, classes=classes, network=str(t["network"]), protocol=str(t["protocol"]),
                 source=f"{' '.join(str(src['paper']).split())}, {src['venue']}", table=str(t["table"]),
                 url=str(src["url"]), repository=str(src["repository"]), verified=t["verified"],
-                note=str(t.get("note", "")), table_id=str(t["id"])))
+                note=str(t.get("note", "")), table_id=str(t["id"]),
+                cite=f"{src.get('short', t['source'])} paper, {str(src['venue']).split(',')[0].strip()}"))
     return out

@@ -45,7 +45,8 @@ def run(args) -> int:
     os.environ["MPLCONFIGDIR"] = str(RunDir(run_dir).third_party_dir() / "matplotlib")
     from taskeval.reporting.report import render_report
 
-    out = render_report(run_dir, args.out, overwrite=args.overwrite, **figure_settings(run_dir, args))
+    out = render_report(run_dir, args.out, overwrite=args.overwrite, published=not args.no_published,
+                        **figure_settings(run_dir, args))
     print(f"report: {out}")
     return 0
 
@@ -69,4 +70,8 @@ def register(sub) -> None:
     p.add_argument("--draw-gt", action="store_true", help="draw ground-truth boxes on the visible column")
     p.add_argument("--normalise", choices=("minmax", "rank"),
                    help="radar axis normalisation (default minmax)")
+    p.add_argument("--no-published", action="store_true",
+                   help="leave out the published results of the dataset (data/published/results.yaml; "
+                        "another protocol, shown below the measured rows by default) and the Measured vs "
+                        "published section")
     p.set_defaults(func=run)

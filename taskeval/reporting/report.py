@@ -5,8 +5,12 @@ The page embeds every figure as a base64 PNG (the PDFs stay in ``RUN/figures``),
 footnotes (:mod:`taskeval.reporting.comparisons`, computed when missing or out of date), notes such as
 "weights trained by taskeval", failed cells with their error, the protocols and, per task, its metric
 definitions (from its spec) and the docstrings of the modules that define it, and the provenance record
-(versions, git commit, hardware, configuration). It loads nothing from the network: no scripts, fonts or
-style sheets from elsewhere, so it opens offline and can be archived or mailed as one file.
+(versions, git commit, hardware, configuration). Where the task networks learned nothing
+(:mod:`taskeval.reporting.guard`) the summary and the results say so first; where published results of the
+dataset and class list exist (:mod:`taskeval.reporting.published`), the per-class tables show them as
+another protocol and a section "Measured vs published" lists measured minus published per method. It
+loads nothing from the network: no scripts, fonts or style sheets from elsewhere, so it opens offline and
+can be archived or mailed as one file.
 
 Existing reports are never replaced silently: the default file is ``RUN/report.html`` and an existing
 one is only replaced with ``overwrite=True`` (``taskeval report --overwrite``); the file is written
@@ -20,6 +24,7 @@ import base64
 import html
 import importlib.util
 import json
+import math
 import re
 import time
 from collections.abc import Iterable, Sequence
@@ -28,10 +33,12 @@ from pathlib import Path
 import yaml
 
 from taskeval.errors import RegistryError, TaskevalError
+from taskeval.reporting import guard
+from taskeval.reporting import published as P
 from taskeval.reporting.comparisons import update_comparisons
 from taskeval.reporting.figures import FigureFile, render_all
 from taskeval.reporting.run import RunData
-from taskeval.reporting.tables import run_tables
+from taskeval.reporting.tables import run_tables, split_label
 from taskeval.rundir import atomic_write_text, latest_config_path
 
 NO_PROTOCOL = "-"  # the protocol id of a task that has no protocol (nothing trained, nothing to describe)
@@ -45,6 +52,9 @@ th:first-child, td:first-child, table.kv td { text-align: left; }
 thead th { background: #f2f2f2; }
 td.best { font-weight: bold; } td.second { text-decoration: underline; }
 tr.last-reference td { border-bottom: 2px solid #888; }
+tbody.published { font-style: italic; color: #555; }
+tbody.published th { text-align: left; font-weight: normal; background: #f7f7f7; border-top: 2px solid #888; }
+.warning { background: #fde8e8; border-left: 4px solid #c00; padding: .4em .8em; }
 p.caption, ul.footnotes { font-size: .85em; color: #444; max-width: 60em; margin-top: -.6em; }
 figure { margin: 1em 0 2em; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { font-size: .9em; color: #444; margin-top: .3em; }
@@ -101,8 +111,9 @@ RANK_CLASS = {1: ' class="best"', 2: ' class="second"', 0: ""}
 
 
 def table_html(t) -> str:
-    """A :class:`taskeval.reporting.tables.Table` as HTML: best bold, second underlined, a rule under the
-    reference rows, the caption and footnotes below."""
+    """A :class:`taskeval.reporting.tables.Table` as HTML: its warning on top, best bold, second underlined,
+    a rule under the reference rows, the published rows in their own ``tbody`` (never marked), the caption
+    and footnotes below."""
     ranks = [t.ranks(j) for j in range(len(t.columns))]
     head = "<th>Method</th>" + "".join(f"<th>{esc(c.header)}</th>" for c in t.columns)
     body = []
@@ -112,15 +123,109 @@ def table_html(t) -> str:
                         for j in range(len(t.columns)))
         rule = ' class="last-reference"' if t.is_last_reference(i) else ""
         body.append(f"<tr{rule}><td>{name}</td>{cells}</tr>")
+    published = ""
+    if t.published:
+        rows = [f'<tr><th colspan="{len(t.columns) + 1}">{esc(P.GROUP)}</th></tr>']
+        rows += [f"<tr><td>{esc(line.label)}</td>" + "".join(f"<td>{esc(t.published_text(line, j))}</td>"
+                                                              for j in range(len(t.columns))) + "</tr>"
+                 for line in t.published]
+        published = f'<tbody class="published">{"".join(rows)}</tbody>'
     notes = "".join(f"<li>{esc(mk + ' ' if mk else '')}{esc(text)}</li>" for mk, text in t.footnotes)
     foot = f'<ul class="footnotes">{notes}</ul>' if notes else ""
-    return (f"<h3>{esc(t.title)}</h3><table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody>"
-            f'</table><p class="caption">{esc(t.caption)}</p>{foot}')
+    warning = f'<p class="warning"><b>Warning:</b> {esc(t.warning)}</p>' if t.warning else ""
+    return (f"<h3>{esc(t.title)}</h3>{warning}<table><thead><tr>{head}</tr></thead>"
+            f"<tbody>{''.join(body)}</tbody>{published}</table>"
+            f'<p class="caption">{esc(t.caption)}</p>{foot}')
 
 
-def tables_html(run: RunData) -> str:
-    """Every table of the run (:func:`taskeval.reporting.tables.run_tables`), methods in the run's order."""
-    return "\n".join(table_html(t) for _, t in run_tables(run))
+def tables_html(run: RunData, published: bool = True) -> str:
+    """Every table of the run (:func:`taskeval.reporting.tables.run_tables`), methods in the run's order,
+    after the learned-nothing warnings of the run."""
+    return warnings_html(run) + "\n".join(table_html(t) for _, t in run_tables(run, published=published))
+
+
+def warnings_html(run: RunData) -> str:
+    """The learned-nothing warnings of the run, one paragraph per (task, dataset, protocol); "" when none."""
+    return "".join(f'<p class="warning"><b>Warning:</b> {esc(text)}</p>'
+                   for text in guard.warnings(run).values())
+
+
+def published_html(run: RunData) -> str:
+    """The "Measured vs published" section: per table group with published results, measured minus
+    published on the published headline metric for every method in both, and how the protocols differ;
+    "" when no group of the run has published results (nor a reason why they are not shown)."""
+    out = []
+    have = {r.method for r in run.rows}
+    methods = [m for m in run.method_order if m in have]
+    warnings = guard.warnings(run)
+    for task, dataset, protocol in dict.fromkeys((r.task, r.dataset, r.protocol) for r in run.rows
+                                                 if r.task in run.specs):
+        spec = run.spec(task)
+        pub = P.published_for(run, spec, dataset, protocol) if spec.per_class is not None else P.Published()
+        if pub.reason:
+            out.append(f'<p class="note">{esc(pub.reason)}</p>')
+        if not pub.rows:
+            continue
+        out.append(f"<h3>{esc(dataset)} {esc(task)}, protocol <code>{esc(protocol)}</code></h3>")
+        gaps = P.gaps(run.rows, spec, dataset, protocol, methods, pub.rows)
+        if not gaps:
+            out.append(f"<p>No measured method of this run is in the published {esc(dataset)} {esc(task)} "
+                       f"results ({esc(', '.join(r.label for r in pub.rows))}; names match "
+                       "case-insensitively, IR or infrared for ir and VI or visible for vis).</p>")
+            continue
+        if (task, dataset, protocol) in warnings:
+            out.append('<p class="warning">The task networks of these measured rows learned nothing (see the '
+                       "warning above the results): the differences below say nothing about the methods.</p>")
+        header = ["method", "metric", "measured (%)", "published (%)", "measured − published (points)",
+                  "published row"]
+        out.append(table(header, [_gap_cells(spec, g) for g in gaps]))
+        notes = sorted({f"{g.method}: {r.note}" for g in gaps for r in run.rows
+                        if r.note and (r.method, r.task) == (g.method, task)})
+        if notes:
+            out.append(f"<p>Measured rows with a note (other weights than the papers'?): "
+                       f"{esc('; '.join(notes))}.</p>")
+        out.append("<p>The protocols differ, so these differences are not paired comparisons and enter no "
+                   f"statistic:</p><ul>{_protocol_items(run, task, dataset, protocol, gaps)}</ul>")
+    return "\n".join(out)
+
+
+def _gap_cells(spec, g) -> tuple[str, ...]:
+    metric = next((m.label for m in spec.metrics if m.name == g.row.metric), g.row.metric)
+    delta = "–" if math.isnan(g.delta) else f"{g.delta:+.1f}"
+    return (g.method, metric, _measured_text(g), f"{g.row.headline:.{_decimals(g.row)}f}", delta,
+            f"{g.row.label} ({g.row.cite})")
+
+
+def _protocol_items(run: RunData, task: str, dataset: str, protocol: str, gaps) -> str:
+    """List items: the measured protocol, then each published table the gaps come from."""
+    split = split_label(run, [(task, dataset, protocol)])
+    seeds = len({c.get("seed") for c in run.group_cells(task, dataset, protocol)})
+    items = [f"<li><b>measured</b>: protocol <code>{esc(protocol)}</code> (its fields under Protocols), "
+             + (f"mean ± sd over {seeds} seeds" if seeds > 1 else "one seed")
+             + (f", test split {esc(split)}" if split else "") + "</li>"]
+    for tid in dict.fromkeys(g.row.table_id for g in gaps):
+        r = next(g.row for g in gaps if g.row.table_id == tid)
+        items.append(f"<li><b>{esc(r.cite)}</b>: {esc(' '.join(r.protocol.split()))} Network: "
+                     f"{esc(r.network)}. Metric: {esc(r.definition)}. Source: {esc(r.source)}; "
+                     f"{esc(' '.join(r.table.split()))} (<code>{esc(r.url)}</code>)"
+                     + ("" if r.verified else "; not re-read from the paper") + ".</li>")
+    return "".join(items)
+
+
+def _measured_text(g) -> str:
+    s = g.measured
+    if s is None or s.mean != s.mean:
+        return "–"
+    text = f"{100 * s.mean:.1f}"
+    if s.n > 1:
+        text += f" ± {100 * s.std:.1f} ({s.n} seeds)"
+    return text
+
+
+def _decimals(row) -> int:
+    """Decimals of a published value as its source prints them (at least 1)."""
+    text = f"{row.headline:.4f}".rstrip("0")
+    return max(1, len(text.split(".")[1]))
 
 
 # ------------------------------------------------------------------------------------------ sections
@@ -154,7 +259,7 @@ def summary_html(run: RunData, prov: dict | None, config: dict) -> str:
         ("run started", (prov or {}).get("created", "–")),
         ("report written", time.strftime("%Y-%m-%dT%H:%M:%S%z")),
     ]
-    out = [table(None, lines)]
+    out = [warnings_html(run), table(None, lines)]
     notes: dict[str, set[str]] = {}
     for c in cells:
         if c.get("note"):
@@ -279,7 +384,7 @@ def provenance_html(run: RunData, config_text: str) -> str:
 
 # ----------------------------------------------------------------------------------------------- page
 def render_html(run_dir: str | Path, figures: Sequence[FigureFile] | None = None, compare: bool = True,
-                **figure_options) -> str:
+                published: bool = True, **figure_options) -> str:
     """The report page as a string.
 
     Args:
@@ -289,6 +394,8 @@ def render_html(run_dir: str | Path, figures: Sequence[FigureFile] | None = None
             ``RUN/figures``.
         compare: compute the paired comparisons that are missing or out of date first
             (:func:`taskeval.reporting.comparisons.update_comparisons`); False shows those saved.
+        published: show the published results of the dataset (another protocol) beside the measured ones
+            and the "Measured vs published" section.
 
     Raises:
         DataError: what :meth:`RunData.open` raises (not a run directory, a run in the layout before the
@@ -305,9 +412,11 @@ def render_html(run_dir: str | Path, figures: Sequence[FigureFile] | None = None
     config = config if isinstance(config, dict) else {}
     prov = read_json(run.path / "provenance.json")
     title = f"taskeval report: {config.get('name', run.path.name)}"
+    versus = published_html(run) if published and run.rows else ""
     sections = [
         ("summary", "Summary", summary_html(run, prov, config)),
-        ("results", "Results", tables_html(run) if run.rows else "<p>No finished cells yet.</p>"),
+        ("results", "Results", tables_html(run, published) if run.rows else "<p>No finished cells yet.</p>"),
+        *([("published", "Measured vs published", versus)] if versus else []),
         ("figures", "Figures", "\n".join(figure_html(f) for f in figures) or "<p>No figures.</p>"),
         ("definitions", "Protocols and metric definitions", protocols_html(run)),
         ("provenance", "Provenance", provenance_html(run, config_text)),
@@ -322,7 +431,7 @@ def render_html(run_dir: str | Path, figures: Sequence[FigureFile] | None = None
 
 
 def render_report(run_dir: str | Path, out: str | Path | None = None, overwrite: bool = False,
-                  figures: Sequence[FigureFile] | None = None, compare: bool = True,
+                  figures: Sequence[FigureFile] | None = None, compare: bool = True, published: bool = True,
                   **figure_options) -> Path:
     """Write the report of ``run_dir`` to ``out`` (default ``RUN/report.html``) and return its path.
 
@@ -334,6 +443,6 @@ def render_report(run_dir: str | Path, out: str | Path | None = None, overwrite:
     if out.exists() and not overwrite:
         raise TaskevalError(f"{out} exists; pass --overwrite (overwrite=True) to replace it, or choose "
                             "another --out (reports are never replaced silently)")
-    page = render_html(run_dir, figures, compare, **figure_options)
+    page = render_html(run_dir, figures, compare, published, **figure_options)
     atomic_write_text(out, page)
     return out

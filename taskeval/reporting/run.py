@@ -6,7 +6,9 @@ Layout (written by the runner, :mod:`taskeval.store`)::
     RUN/cells/<id>/rows.csv      the rows of a finished cell (never read for a failed one)
     RUN/cells/<id>/error.txt     why a failed cell failed
     RUN/tasks.json               {task name: TaskSpec.to_dict()} of every task of the run
-    RUN/dataset.json, protocols.json, config.yaml (+ config.resumeK.yaml), provenance.json
+    RUN/dataset.json             card, root, train_split, test_split of the run's dataset
+    RUN/inputs/<hex>.json        the file manifest a cell's ``inputs.dataset`` names as ``files:<hex>``
+    RUN/protocols.json, config.yaml (+ config.resumeK.yaml), provenance.json
 
 A task's spec comes from ``RUN/tasks.json``; a run written before that file existed takes it from the
 task registry (:func:`taskeval.tasks.get_task`, ``run_spec`` with the metric names its rows carry). A
@@ -20,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from taskeval.errors import ConfigError, DataError, RegistryError
+from taskeval.errors import ConfigError, DataError, RegistryError, TaskevalError
 from taskeval.results import Row, read_rows
 from taskeval.rundir import latest_config
 from taskeval.stats import REFERENCE_METHODS
@@ -67,6 +69,7 @@ class RunData:
     specs: dict[str, TaskSpec] = field(default_factory=dict)
     failed: list[FailedCell] = field(default_factory=list)
     _dataset: object = field(default=None, repr=False)
+    cache: dict = field(default_factory=dict, repr=False)  # what later modules derive once per run
 
     @classmethod
     def open(cls, run_dir: str | Path) -> RunData:
@@ -155,7 +158,54 @@ class RunData:
             return {m: by_method[m] for m in methods}
         return {m: by_method[m] for m in self.ordered(by_method)}
 
+    def group_cells(self, task: str, dataset: str, protocol: str) -> list[dict]:
+        """The finished cells of one table group (task, dataset, protocol), in cell-id order."""
+        group = (task, dataset, protocol)
+        return [c for c in self.cells if (c["task"], c["dataset"], c["protocol"]) == group]
+
     # ------------------------------------------------------------------------------------------- dataset
+    @property
+    def dataset_record(self) -> dict:
+        """``RUN/dataset.json`` (card, root, train_split, test_split); empty when absent."""
+        if "dataset.json" not in self.cache:
+            f = self.path / "dataset.json"
+            self.cache["dataset.json"] = _read_json(f, "the dataset record") if f.is_file() else {}
+        return self.cache["dataset.json"]
+
+    def test_fingerprints(self, task: str, dataset: str, protocol: str) -> list[str]:
+        """The ``files:<hex>`` digests of the test split that the group's cells record (``inputs.dataset``
+        under ``dataset.json``'s ``test_split``), sorted; empty when not recorded."""
+        split = self.dataset_record.get("test_split")
+        found = {((c.get("inputs") or {}).get("dataset") or {}).get(split)
+                 for c in self.group_cells(task, dataset, protocol)} if split else set()
+        return sorted(str(f) for f in found if f)
+
+    def manifest(self, fingerprint: str) -> dict | None:
+        """The file manifest ``RUN/inputs/<hex>.json`` of a ``files:<hex>`` digest (None when not kept)."""
+        from taskeval.fingerprint import MANIFEST_PREFIX
+
+        if not fingerprint.startswith(MANIFEST_PREFIX):
+            return None
+        f = self.path / "inputs" / f"{fingerprint[len(MANIFEST_PREFIX):]}.json"
+        try:
+            out = json.loads(f.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        return out if isinstance(out, dict) else None
+
+    def card(self):
+        """The dataset card named by ``RUN/dataset.json`` (:class:`taskeval.data.DatasetCard`), None when
+        there is no record or the card cannot be loaded here (a card file of another machine)."""
+        if "card" not in self.cache:
+            from taskeval.data import load_card
+
+            name = self.dataset_record.get("card")
+            try:  # "synth" alone would generate the dataset: runs record the generated card's path instead
+                self.cache["card"] = load_card(name) if name and name != "synth" else None
+            except (TaskevalError, OSError, ValueError):
+                self.cache["card"] = None
+        return self.cache["card"]
+
     def dataset(self):
         """The test split named by ``RUN/dataset.json`` (:class:`taskeval.data.PairedDataset`, IR resized to
         the visible size for display)."""

@@ -124,6 +124,28 @@ class TaskSpec:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
+@dataclass(frozen=True)
+class ChanceLevel:
+    """What a task network that learned nothing scores on one cell's test data, for the reports'
+    learned-nothing guard: a table whose every cell scores at most :attr:`threshold` ranks no method.
+
+    Attributes:
+        metric: the metric compared (the spec's headline metric).
+        value: the score of such a network, in the rows' units (a fraction for a percent metric).
+        margin: how far above ``value`` a score still counts as having learned nothing (same units).
+        what: what ``value`` is, a phrase for captions and the report ("predicting 'unlabeled' everywhere").
+    """
+
+    metric: str
+    value: float
+    margin: float
+    what: str
+
+    @property
+    def threshold(self) -> float:
+        return self.value + self.margin
+
+
 class Evaluation(Protocol):
     """Per-image scores of one cell, for the paired bootstrap.
 
@@ -297,6 +319,11 @@ class Task:
     def evaluation(self, cell_dir: str | Path) -> Evaluation:
         """Per-image scores of a finished cell (for :attr:`TaskSpec.paired`)."""
         raise NotImplementedError(f"task {self.spec.name!r} has no per-image evaluation")
+
+    def chance_level(self, cell_dir: str | Path) -> ChanceLevel | None:
+        """The headline score of a network that learned nothing, on the test data of a finished cell (its
+        artefacts); None: the task has no such level and its tables are never flagged."""
+        return None
 
 
 def check_fractions(spec: TaskSpec, rows: Sequence) -> None:

@@ -16,8 +16,20 @@ import numpy as np
 
 from taskeval.errors import ConfigError
 from taskeval.tasks import register_task
-from taskeval.tasks.base import Cost, EvalContext, Execution, Metric, Task, TaskSpec, TrainContext
+from taskeval.tasks.base import (
+    ChanceLevel,
+    Cost,
+    EvalContext,
+    Execution,
+    Metric,
+    Task,
+    TaskSpec,
+    TrainContext,
+)
 
+# an untrained or constant detector scores about 0 mAP@.5 (nothing it predicts overlaps an object by chance
+# often enough); rows within this many points of it rank nothing (the reports' learned-nothing guard)
+CHANCE_MARGIN = 0.05
 _COCO = ("COCO evaluation: 101-point interpolation, all object sizes, at most 100 detections per image; "
          "classes without test objects are left out")
 
@@ -127,6 +139,11 @@ class DetectionTask(Task):
 
     def evaluation(self, cell_dir) -> DetectionEvaluation:
         return DetectionEvaluation(cell_dir)
+
+    def chance_level(self, cell_dir) -> ChanceLevel:
+        """mAP@.5 of a detector that learned nothing: 0, with a floor of :data:`CHANCE_MARGIN` above it (the
+        same for every test set, so ``cell_dir`` is not read)."""
+        return ChanceLevel("mAP50", 0.0, CHANCE_MARGIN, "an untrained or constant detector (about 0)")
 
     def cost(self, protocol, card, test_hw, options, costs) -> Cost:
         nc = len(card.det_classes)
