@@ -219,15 +219,6 @@ class SegmentationTask(Task):
                            "everywhere")
 
 
-def _class_name(cell_dir, k: int) -> str:
-    """``'name'`` of class ``k`` from the cell's ``scores.json``, ``k`` when it is not recorded there."""
-    import json
-
-    try:
-        return repr(str(json.loads((Path(cell_dir) / "scores.json").read_text())["classes"][k]))
-    except (OSError, ValueError, KeyError, IndexError, TypeError):
-        return str(k)
-
     def cost(self, protocol, card, test_hw, options, costs) -> Cost:
         from dataclasses import replace
 
@@ -242,6 +233,15 @@ def _class_name(cell_dir, k: int) -> str:
                     source=f"{protocol.encoder} at {protocol.crop_size[0]}x{protocol.crop_size[1]}: {g:.1f} GFLOP per "
                            f"image (counted); CPU: {ref['encoder']} measured")
 
+
+def _class_name(cell_dir, k: int) -> str:
+    """``'name'`` of class ``k`` from the cell's ``scores.json``, ``k`` when it is not recorded there."""
+    import json
+
+    try:
+        return repr(str(json.loads((Path(cell_dir) / "scores.json").read_text())["classes"][k]))
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return str(k)
 
 @functools.lru_cache(maxsize=32)
 def segmenter_flops(protocol, nc: int, hw: tuple[int, int]) -> tuple[float, int]:
