@@ -22,17 +22,10 @@ from typing import Mapping
 import numpy as np
 import yaml
 
+from taskeval.data.labels import yolo_label_text
 from taskeval.errors import DataError
 
 log = logging.getLogger(__name__)
-
-
-def yolo_label_text(boxes: np.ndarray, size_hw: tuple[int, int]) -> str:
-    """``cls cx cy w h`` lines (normalised to [0, 1]) of (K, 5) ``[cls, x1, y1, x2, y2]`` pixel boxes."""
-    h, w = size_hw
-    lines = [f"{int(c)} {(x1 + x2) / 2 / w:.8f} {(y1 + y2) / 2 / h:.8f} {(x2 - x1) / w:.8f} "
-             f"{(y2 - y1) / h:.8f}" for c, x1, y1, x2, y2 in np.asarray(boxes, np.float64).reshape(-1, 5)]
-    return "".join(line + "\n" for line in lines)
 
 
 def _link(src: Path, dst: Path) -> None:
@@ -57,7 +50,7 @@ def _write_split(folder: Path, split: str, ids: list[str], images: Mapping[str, 
         src = Path(images[sid]).resolve()
         _link(src, img_dir / f"{sid}{src.suffix.lower()}")
         i = ds.index(sid)
-        (lab_dir / f"{sid}.txt").write_text(yolo_label_text(ds.boxes(i), ds.size(i)))
+        (lab_dir / f"{sid}.txt").write_text(yolo_label_text(ds.boxes(i), ds.size(i), decimals=8))
 
 
 def write_yolo_dataset(folder: str | Path, images: Mapping[str, Path], ds, val_images: int = 8) -> Path:

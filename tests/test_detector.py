@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from detectors.protocol import PRESETS, DetProtocol, load_protocol
-from detectors.yolo_data import write_yolo_dataset, yolo_label_text
+from detectors.yolo_data import write_yolo_dataset
 from taskeval.data import PairedDataset
-from taskeval.data.labels import read_yolo_txt
+from taskeval.data.labels import read_yolo_txt, yolo_label_text
 from taskeval.data.synth import SynthConfig, generate
 from taskeval.errors import ConfigError, DataError, WeightsError
 from taskeval.fusedset import source_set
@@ -83,7 +83,7 @@ def test_protocol_errors_and_files(tmp_path):
 def test_label_text_round_trips_through_the_data_layer(tmp_path):
     boxes = np.array([[0, 1.5, 2.25, 30.0, 40.0], [3, 0.0, 0.0, 80.0, 64.0]], np.float32)
     f = tmp_path / "a.txt"
-    f.write_text(yolo_label_text(boxes, (64, 80)))
+    f.write_text(yolo_label_text(boxes, (64, 80), decimals=8))
     np.testing.assert_allclose(read_yolo_txt(f, 4, (64, 80)), boxes, atol=1e-4)
     assert yolo_label_text(np.zeros((0, 5)), (64, 80)) == ""
 

@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 
 from taskeval.data.card import DatasetCard, load_card
+from taskeval.data.labels import yolo_label_text
 from taskeval.errors import ConfigError
 from taskeval.imageio import write_png
 
@@ -127,11 +128,6 @@ def _u8(x: np.ndarray) -> np.ndarray:
     return np.rint(np.clip(x, 0, 1) * 255).astype(np.uint8)
 
 
-def _yolo(boxes, h: int, w: int) -> str:
-    return "".join(f"{k} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}\n"
-                   for k, x1, y1, x2, y2 in boxes)
-
-
 def _voc(boxes, names, h: int, w: int, filename: str) -> str:
     objs = "".join(f"<object><name>{names[k]}</name><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin>"
                    f"<xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>" for k, x1, y1, x2, y2 in boxes)
@@ -177,7 +173,7 @@ def _msrs(root: Path, card: DatasetCard, seed: int) -> None:
             write_png(root / split / "vi" / f"{sid}.png", vis)
             write_png(root / split / "Segmentation_labels" / f"{sid}.png", mask)
             _, _, boxes = _boxes_scene(rng, len(card.det_classes), h, w)
-            _write_text(root / split / "labels" / f"{sid}.txt", _yolo(boxes, h, w))
+            _write_text(root / split / "labels" / f"{sid}.txt", yolo_label_text(boxes, (h, w)))
 
 
 MFNET_IDS = {"train": ["00001D", "00002N", "00003D", "00004N"], "val": ["00005D", "00006N"],

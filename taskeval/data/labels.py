@@ -49,6 +49,15 @@ def _finish_boxes(rows: list[list[float]], path: Path, h: int, w: int, problems:
     return np.asarray(out, dtype=np.float32).reshape(-1, 5)
 
 
+def yolo_label_text(boxes: np.ndarray, size_hw: tuple[int, int], decimals: int = 6) -> str:
+    """``cls cx cy w h`` lines (normalised to [0, 1], ``decimals`` digits) of (K, 5) ``[cls, x1, y1, x2, y2]``
+    pixel boxes; "" for none (an image without objects has an empty label file)."""
+    h, w = size_hw
+    return "".join(f"{int(c)} {(x1 + x2) / 2 / w:.{decimals}f} {(y1 + y2) / 2 / h:.{decimals}f} "
+                   f"{(x2 - x1) / w:.{decimals}f} {(y2 - y1) / h:.{decimals}f}\n"
+                   for c, x1, y1, x2, y2 in np.asarray(boxes, np.float64).reshape(-1, 5))
+
+
 def read_yolo_txt(path: str | Path, num_classes: int, size_hw: tuple[int, int], problems: Problems | None = None,
                   box_policy: str = "clip") -> np.ndarray:
     """Read a YOLO label file (``cls cx cy w h`` normalised; fields split on any whitespace).

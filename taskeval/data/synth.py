@@ -36,6 +36,7 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
+from taskeval.data.labels import yolo_label_text
 from taskeval.errors import DataError
 from taskeval.imageio import write_png
 
@@ -161,14 +162,6 @@ def make_scene(cfg: SynthConfig, rng: np.random.Generator, night: bool):
             np.asarray(boxes, np.float32).reshape(-1, 5), mask)
 
 
-def _yolo_lines(boxes: np.ndarray, h: int, w: int) -> str:
-    lines = []
-    for cls, x1, y1, x2, y2 in boxes:
-        lines.append(f"{int(cls)} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} "
-                     f"{(y2 - y1) / h:.6f}")
-    return "\n".join(lines) + ("\n" if lines else "")
-
-
 def card_dict(cfg: SynthConfig) -> dict:
     return {
         "name": "synth",
@@ -224,7 +217,7 @@ def generate(out: str | Path, cfg: SynthConfig = SynthConfig(), progress: bool =
                 write_png(tmp / split / "ir" / f"{sid}.png", np.rint(ir * 255).astype(np.uint8))
                 write_png(tmp / split / "vi" / f"{sid}.png", np.rint(vis * 255).astype(np.uint8))
                 write_png(tmp / split / "masks" / f"{sid}.png", mask)
-                (tmp / split / "labels" / f"{sid}.txt").write_text(_yolo_lines(boxes, cfg.height, cfg.width))
+                (tmp / split / "labels" / f"{sid}.txt").write_text(yolo_label_text(boxes, (cfg.height, cfg.width)))
         (tmp / "card.yaml").write_text(yaml.safe_dump(card_dict(cfg), sort_keys=False))
         (tmp / "synth.json").write_text(json.dumps(asdict(cfg), indent=1))
         tmp.chmod(0o755)
