@@ -147,7 +147,7 @@ PRESETS: dict[str, DetProtocol] = {
     "quick": DetProtocol(
         name="quick", model="yolov8n.yaml", imgsz=160, epochs=7, batch=4, nbs=4, optimizer="AdamW", lr0=0.002,
         warmup_epochs=0.0, mosaic=0.0, hsv_h=0.0, hsv_s=0.2, hsv_v=0.2,
-        translate=0.1, scale=0.2, max_det=100),
+        translate=0.1, scale=0.2, max_det=100, val_images=0),
 }
 
 

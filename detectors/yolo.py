@@ -78,13 +78,14 @@ def train(train_set, train_ds, protocol: DetProtocol, run_dir: str | Path,
     from ultralytics import YOLO
 
     model = YOLO(protocol.model, task="detect")
+    trainer, save = _trainer(protocol)
     args = dict(protocol.train_args(), data=str(data_yaml), device=device, seed=int(seed), deterministic=True,
                 project=str(run_dir), name="train", exist_ok=True, workers=workers, amp=protocol.amp, plots=False,
-                val=False, verbose=verbose, patience=0,
+                val=False, save=save, verbose=verbose, patience=0,
                 pretrained=str(Path(protocol.pretrained).resolve()) if protocol.pretrained else False)
     t0 = time.perf_counter()
     with quiet(not progress):
-        model.train(**args)
+        model.train(trainer=trainer, **args)
     last = run_dir / "train" / "weights" / "last.pt"
     if not last.is_file():
         raise TrainingError(f"ultralytics finished without writing {last}; see {run_dir / 'train'}")
@@ -94,6 +95,17 @@ def train(train_set, train_ds, protocol: DetProtocol, run_dir: str | Path,
     log.info("trained %s (%s, seed %d) on %d images in %.1f s", protocol.model, protocol.id, seed,
              len(train_ds), time.perf_counter() - t0)
     return last
+
+
+def _trainer(protocol: DetProtocol):
+    """(trainer class or None for ultralytics' own, checkpoint after every epoch?). ``val_images=0``: nothing is
+    validated and one checkpoint is written after the last epoch (:mod:`detectors.yolo_trainer`); ultralytics'
+    recovery from a non-finite loss, which reloads the previous epoch's checkpoint, then fails the cell."""
+    if protocol.val_images > 0:
+        return None, True
+    from detectors.yolo_trainer import LastEpochTrainer
+
+    return LastEpochTrainer, False
 
 
 def checkpoint_classes(checkpoint: str | Path, state_dir: str | Path | None = None) -> list[str]:

@@ -1,5 +1,5 @@
 """The training loop of the segmentation network: poly learning rate, augmentation, mixed precision,
-per-epoch checkpoints with exact resume, DDP, and a hard stop on a non-finite loss.
+checkpoints with exact resume, DDP, and a hard stop on a non-finite loss.
 
 Reproducibility: the data order of epoch ``e`` is a permutation seeded by (seed, e), each sample's
 augmentation by (seed, e, index), and the torch RNG (dropout) is reseeded at every epoch start, so a
@@ -35,18 +35,26 @@ CHECKPOINT_FORMAT = "taskeval-seg/1"
 LAST = "last.pt"
 FINAL = "model.pt"
 LOG = "train_log.csv"
+# last.pt after the first epoch, then after the epoch that ends at least this many seconds of training after the
+# previous one: a resumable checkpoint every epoch cost a twentieth of a 30-s CPU training (bench/RESULTS.md)
+CHECKPOINT_EVERY_S = 30.0
 
 
 class TrainPairs(torch.utils.data.Dataset):
     """(normalised crop (3,h,w) float32, mask (h,w) int64) of each fused training image.
 
-    ``set_epoch`` must be called before each epoch: it selects the augmentation seeds.
+    ``set_epoch`` must be called before each epoch: it selects the augmentation seeds. A split whose decoded
+    images fit in ``ram_budget`` bytes is decoded once and kept (the synthetic benchmark's 120 images take
+    29 MB; decoding them again every epoch was a twentieth of its training time); larger ones are read
+    from disk every time.
     """
 
-    def __init__(self, fused: FusedSet, ds: PairedDataset, protocol: SegProtocol):
+    def __init__(self, fused: FusedSet, ds: PairedDataset, protocol: SegProtocol, ram_budget: int = 256 << 20):
         self.fused, self.ds, self.p = fused, ds, protocol
         self.ids = list(ds.ids)
         self.epoch = 0
+        self.ram_budget = ram_budget
+        self._kept: dict[int, tuple[np.ndarray, np.ndarray]] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -55,7 +63,19 @@ class TrainPairs(torch.utils.data.Dataset):
         return len(self.ids)
 
     def load(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(H,W,3) fused image in [0,1] and (H,W) int64 mask of training sample ``k``."""
+        """(H,W,3) fused image in [0,1] and (H,W) int64 mask of training sample ``k`` (read-only when kept)."""
+        if self._kept is not None and k in self._kept:
+            return self._kept[k]
+        img, mask = self._read(k)
+        if self._kept is None:  # the first sample decides: the split's images are assumed to be alike in size
+            fits = (img.nbytes + mask.nbytes) * len(self.ids) <= self.ram_budget
+            self._kept = {} if fits else None
+        if self._kept is not None:
+            img.flags.writeable = mask.flags.writeable = False  # augmentation must copy, never edit in place
+            self._kept[k] = (img, mask)
+        return img, mask
+
+    def _read(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         sid = self.ids[k]
         img = self.fused.read(sid)
         mask = self.ds.mask(self.ds.index(sid))
@@ -170,10 +190,10 @@ def fit(model: nn.Module, train_set: FusedSet, train_ds: PairedDataset, protocol
         run_dir: str | Path, device: str | torch.device = "cpu", progress: bool = True) -> Path:
     """Train ``model`` on the fused training images and return the path of the final checkpoint.
 
-    Writes into ``run_dir``: ``last.pt`` after every epoch (model, optimiser, scaler, epoch; removed
-    once ``model.pt`` exists), ``model.pt`` (weights + metadata) and ``train_log.csv``. An existing
-    ``model.pt`` made with the same protocol and data is returned at once; an existing ``last.pt``
-    is resumed.
+    Writes into ``run_dir``: ``last.pt`` (model, optimiser, scaler, epoch) after the first epoch and then
+    at most every :data:`CHECKPOINT_EVERY_S` seconds of training (removed once ``model.pt`` exists),
+    ``model.pt`` (weights + metadata) and ``train_log.csv``. An existing ``model.pt`` made with the same
+    protocol and data is returned at once; an existing ``last.pt`` is resumed.
 
     Args:
         model: a freshly built network (``model.encoder`` gets ``encoder_lr_mult``).
@@ -185,7 +205,7 @@ def fit(model: nn.Module, train_set: FusedSet, train_ds: PairedDataset, protocol
         progress: show a progress bar (process 0 only).
 
     Raises:
-        TrainingError: non-finite loss (``last.pt`` of the last finished epoch is kept), or a
+        TrainingError: non-finite loss (the last ``last.pt`` written is kept), or a
             checkpoint in ``run_dir`` made with another protocol, class list or training data.
         ConfigError: fewer training images than one batch, or a batch not divisible by the DDP size.
     """
@@ -234,6 +254,7 @@ def fit(model: nn.Module, train_set: FusedSet, train_ds: PairedDataset, protocol
     if dinfo.enabled:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     data = TrainPairs(train_set, train_ds, p)
+    saved_epoch, since_save = start_epoch, 0.0  # the epoch last.pt holds (0: none yet)
 
     for epoch in range(start_epoch, p.epochs):
         t0 = time.perf_counter()
@@ -257,7 +278,7 @@ def fit(model: nn.Module, train_set: FusedSet, train_ds: PairedDataset, protocol
             loss = criterion(logits.float(), y)
             seen = distributed.mean_across(loss.detach())
             if not torch.isfinite(seen):
-                kept = (f"the last good checkpoint {last} (epoch {epoch}) is kept" if epoch > 0
+                kept = (f"the last good checkpoint {last} (epoch {saved_epoch}) is kept" if saved_epoch > 0
                         else "no epoch had finished, so no checkpoint was written")
                 raise TrainingError(f"non-finite loss ({float(seen)}) at epoch {epoch + 1}, iteration {it + 1} "
                                     f"while training on {train_set.method!r}; {kept}. Lower lr= or turn amp off.")
@@ -268,10 +289,15 @@ def fit(model: nn.Module, train_set: FusedSet, train_ds: PairedDataset, protocol
             losses.append(float(seen))
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
         seconds += time.perf_counter() - t0
+        since_save += time.perf_counter() - t0
+        # not after the last epoch: model.pt follows at once
+        if (saved_epoch == 0 or since_save >= CHECKPOINT_EVERY_S) and epoch + 1 < p.epochs:
+            if dinfo.is_main:
+                _atomic_save({**identity, "epoch": epoch + 1, "iteration": (epoch + 1) * iters_per_epoch,
+                              "train_seconds": seconds, "model": model.state_dict(),
+                              "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict()}, last)
+            saved_epoch, since_save = epoch + 1, 0.0
         if dinfo.is_main:
-            _atomic_save({**identity, "epoch": epoch + 1, "iteration": (epoch + 1) * iters_per_epoch,
-                          "train_seconds": seconds, "model": model.state_dict(),
-                          "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict()}, last)
             _append_log(run_dir / LOG, {"epoch": epoch + 1, "loss": f"{np.mean(losses):.6f}",
                                         "lr_end": f"{lr:.3e}", "seconds": f"{time.perf_counter() - t0:.2f}"})
             log.info("%s epoch %d/%d: loss %.4f (%.1f s)", train_set.method, epoch + 1, p.epochs,

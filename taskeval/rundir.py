@@ -69,12 +69,31 @@ def versions() -> dict[str, str]:
     return out
 
 
-def hardware() -> dict:
-    info = {"platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count()}
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else what :mod:`platform` says; "" when unknown)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def hardware(threads: int | None = None) -> dict:
+    """The machine and the float path: CPU model, the SIMD kernels torch picked for it (results differ in the
+    last bits between them, and training amplifies that), CPU threads (``threads``, the run's setting, else
+    torch's current number), GPUs."""
+    info = {"platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count(),
+            "cpu_model": cpu_model()}
+    if os.environ.get("ATEN_CPU_CAPABILITY"):
+        info["aten_cpu_capability_env"] = os.environ["ATEN_CPU_CAPABILITY"]
     try:
         import torch
 
-        info["torch_threads"] = torch.get_num_threads()
+        info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+        info["torch_threads"] = threads or torch.get_num_threads()
         info["cuda"] = torch.cuda.is_available()
         if torch.cuda.is_available():
             info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
@@ -96,13 +115,13 @@ def git_commit(path: Path | None = None) -> dict:
         return {}
 
 
-def provenance(config: dict | None = None, seeds=None, extra: dict | None = None) -> dict:
+def provenance(config: dict | None = None, seeds=None, extra: dict | None = None, threads: int | None = None) -> dict:
     return {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": sys.argv,
         "versions": versions(),
         "git": git_commit(),
-        "hardware": hardware(),
+        "hardware": hardware(threads),
         "seeds": list(seeds) if seeds is not None else None,
         "config": config,
         **(extra or {}),
@@ -131,10 +150,12 @@ class RunDir:
         out.mkdir(parents=True, exist_ok=True)
         return cls(out)
 
-    def write_provenance(self, config: dict | None, seeds=None, extra: dict | None = None) -> None:
+    def write_provenance(self, config: dict | None, seeds=None, extra: dict | None = None,
+                         threads: int | None = None) -> None:
         """``config.yaml`` (the configuration alone: it can be loaded again) and ``provenance.json`` (it, the
-        command line, versions, git commit, hardware, seeds and ``extra``, e.g. weight hashes)."""
-        prov = provenance(config, seeds, extra)
+        command line, versions, git commit, hardware with the CPU model and ``threads``, seeds and ``extra``,
+        e.g. weight hashes)."""
+        prov = provenance(config, seeds, extra, threads)
         text = yaml.safe_dump(config or {}, sort_keys=False)
         if not (self.path / "provenance.json").exists():
             atomic_write_text(self.path / "config.yaml", text)

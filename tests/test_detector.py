@@ -197,6 +197,33 @@ def test_train_predict_smoke(tiny_card, tmp_path, monkeypatch, no_network):
         yolo.predict(tmp_path / "absent.pt", SimpleNamespace(paths={}), TINY)
 
 
+def test_no_validation_images_train_the_same_weights_without_validating(tiny_card, tmp_path, monkeypatch):
+    """``val_images=0`` (the quick preset): ultralytics validates nothing, writes one checkpoint and no best.pt,
+    and the weights equal those of ultralytics' own trainer validating and saving after every epoch."""
+    from ultralytics.engine.trainer import BaseTrainer
+    from ultralytics.engine.validator import BaseValidator
+
+    from detectors import yolo
+
+    monkeypatch.chdir(tmp_path)
+    train_ds = PairedDataset.open(tiny_card, "train")
+    p = replace(TINY, epochs=2, val_images=0)
+    calls = {"validate": 0, "save": 0}
+    for cls, name, key in ((BaseValidator, "__call__", "validate"), (BaseTrainer, "save_model", "save")):
+        real = getattr(cls, name)
+        monkeypatch.setattr(cls, name, lambda self, *a, _real=real, _key=key, **k:
+                            (calls.__setitem__(_key, calls[_key] + 1), _real(self, *a, **k))[1])
+    lean = yolo.train(source_set(train_ds), train_ds, p, tmp_path / "lean", seed=0, threads=1, progress=False)
+    assert calls == {"validate": 0, "save": 1}
+    assert sorted(q.name for q in lean.parent.iterdir()) == ["last.pt"]
+    calls.update(validate=0, save=0)
+    monkeypatch.setattr(yolo, "_trainer", lambda protocol: (None, True))
+    ref = yolo.train(source_set(train_ds), train_ds, p, tmp_path / "ref", seed=0, threads=1, progress=False)
+    assert calls == {"validate": 2, "save": 2}  # after the last epoch and best.pt in final_eval; every epoch
+    a, b = yolo._load(ref, None, 1).model.state_dict(), yolo._load(lean, None, 1).model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_train_refuses_gaps_before_training(tiny_card, tmp_path):
     from detectors import yolo
 
@@ -249,7 +276,7 @@ def test_quick_protocol_ranks_fusion_above_single_modalities(tmp_path):
 
 def test_amp_check_never_downloads(tmp_path):
     """ultralytics' AMP sanity check (it loads yolo26n.pt, a download when absent) is replaced after prepare():
-    off on the CPU, on for CUDA, without touching the network; quick ids are those of earlier runs."""
+    off on the CPU, on for CUDA, without touching the network; the paper preset's id is that of earlier runs."""
     import torch
 
     from detectors.ultralytics_env import prepare
@@ -259,4 +286,5 @@ def test_amp_check_never_downloads(tmp_path):
 
     assert trainer.check_amp.__module__ == "detectors.ultralytics_env"
     assert trainer.check_amp(torch.nn.Linear(2, 2)) is False
-    assert load_protocol("quick").id == "quick-b5d2c0" and load_protocol("paper").amp is True
+    assert load_protocol("quick").id == "quick-24edc3"
+    assert load_protocol("paper").id == "paper-75edc3" and load_protocol("paper").amp is True

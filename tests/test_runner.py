@@ -186,3 +186,20 @@ def test_torchrun_every_process_trains_and_process_0_writes(synth_root, tmp_path
         assert json.loads((c.parent / "work" / "model-rank1.json").read_text())["world"] == 2
     assert len(read_rows(out / "results.csv")) == 2
     assert (out / "taskeval.log").is_file() and len(list(out.glob("provenance*.json"))) == 1
+
+
+def test_provenance_names_the_cpu_its_float_path_and_the_threads(synth_root, tmp_path, monkeypatch):
+    """Results differ between CPUs (SIMD kernels) and thread counts: every run records both."""
+    import torch
+
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")  # recorded as set; this process already chose its kernels
+    out = tmp_path / "run"
+    assert main(["--plugin", str(PLUGIN), "benchmark", str(_config(tmp_path, synth_root, seeds=(0,))), "--out",
+                 str(out), "--quiet", "--no-report", "--threads", "1"]) == 0
+    hw = json.loads((out / "provenance.json").read_text())["hardware"]
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), None) if Path("/proc/cpuinfo").is_file() else None
+    if model is not None:
+        assert hw["cpu_model"] == model
+    assert hw["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert hw["aten_cpu_capability_env"] == "default" and hw["torch_threads"] == 1

@@ -219,6 +219,43 @@ def test_nan_loss_stops_with_last_good_checkpoint(tiny, tmp_path, monkeypatch):
     assert not (tmp_path / "nan" / "model.pt").exists()
 
 
+def test_small_split_is_decoded_once_with_the_same_samples(tiny, monkeypatch):
+    p = tiny_protocol()
+    reads = []
+    real = type(tiny["ftrain"]).read
+    monkeypatch.setattr(type(tiny["ftrain"]), "read", lambda self, sid: reads.append(sid) or real(self, sid))
+    kept, disk = train_mod.TrainPairs(tiny["ftrain"], tiny["train"], p), \
+        train_mod.TrainPairs(tiny["ftrain"], tiny["train"], p, ram_budget=0)
+    n = len(tiny["train"])
+    samples = {}
+    for data in (kept, disk):
+        before = len(reads)
+        for epoch in range(2):
+            data.set_epoch(epoch)
+            for k in range(n):
+                samples.setdefault((epoch, k), []).append(data[k])
+        samples["reads", id(data)] = len(reads) - before
+    assert samples["reads", id(kept)] == n and samples["reads", id(disk)] == 2 * n
+    for key, pair in samples.items():
+        if key[0] != "reads":
+            (xa, ya), (xb, yb) = pair
+            assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    img, mask = kept.load(0)
+    with pytest.raises(ValueError, match="read-only"):
+        img[0, 0, 0] = 0.5  # a kept image cannot be changed by an augmentation in place
+
+
+@pytest.mark.parametrize("every, saved", [(1e9, [1]), (0.0, [1, 2])])
+def test_resumable_checkpoint_after_the_first_epoch_then_by_time(tiny, tmp_path, monkeypatch, every, saved):
+    monkeypatch.setattr(train_mod, "CHECKPOINT_EVERY_S", every)
+    epochs = []
+    real = train_mod._atomic_save
+    monkeypatch.setattr(train_mod, "_atomic_save",
+                        lambda obj, path: (epochs.append((path.name, obj["epoch"])), real(obj, path))[1])
+    deeplab.train(tiny["ftrain"], tiny["train"], tiny_protocol(epochs=3), tmp_path / "run", "cpu", progress=False)
+    assert epochs == [("last.pt", e) for e in saved] + [("model.pt", 3)]
+
+
 def test_fused_image_of_another_size_is_an_error(tiny, tmp_path):
     from taskeval.fusedset import FusedSet
     from taskeval.imageio import write_png

@@ -123,7 +123,8 @@ def start_run(cfg: BenchmarkConfig, out: str | Path | None, command: str, resume
     os.environ.setdefault("MPLCONFIGDIR", str(run.third_party_dir() / "matplotlib"))
     if int(os.environ.get("RANK", "0")) == 0 or world_from_env() == 1:
         run.write_provenance(to_dict(cfg), seeds=cfg.seeds,
-                             extra={"run_command": command, "weight_hashes": weight_hashes(cfg), **(extra or {})})
+                             extra={"run_command": command, "weight_hashes": weight_hashes(cfg), **(extra or {})},
+                             threads=getattr(args, "threads", None))
     run.attach_log()
     if not getattr(args, "verbose", False):  # the terminal shows progress bars and warnings; INFO goes to the log
         for h in logging.getLogger().handlers:
