@@ -12,8 +12,10 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
-from fusion_models.film import FILM, TEXT_DIM, _pixel_gram, _unit_over_pixels, load_text_embeddings
+from fusion_models.film import FILM, TEXT_DIM, load_text_embeddings
+from fusion_models.layers import pixel_gram
 from fusion_models.registry import create_fusion_model, get_fusion_spec, with_spec
 from fusion_models.weights import load_checkpoint, load_weights
 from taskeval.color import luminance
@@ -158,13 +160,19 @@ def test_pixel_reductions_match_float64():
     # Smooth features (a ramp plus a constant) are where plain float32 BLAS sums drift (~1e-3).
     pixels = 480 * 640
     ramp = torch.linspace(0, 1, pixels, dtype=torch.float64)
-    q = torch.stack([ramp + c for c in (0.5, 1.0, 2.0, 3.0)]).expand(2, 4, pixels)
-    k = torch.stack([1.5 - ramp * c for c in (0.1, 0.5, 1.0, 2.0)]).expand(2, 4, pixels)
-    want = torch.nn.functional.normalize(q, dim=-1) @ torch.nn.functional.normalize(k, dim=-1).transpose(-2, -1)
-    got = _pixel_gram(_unit_over_pixels(q.float()), _unit_over_pixels(k.float()))
+    q = torch.stack([ramp + c for c in (0.5, 1.0, 2.0, 3.0)], dim=-1).expand(2, pixels, 4)
+    k = torch.stack([1.5 - ramp * c for c in (0.1, 0.5, 1.0, 2.0)], dim=-1).expand(2, pixels, 4)
+    want = F.normalize(q, dim=1).transpose(1, 2) @ F.normalize(k, dim=1)
+    qf, kf = q.float(), k.float()
+    qk = pixel_gram(qf, kf, heads=1)[:, 0]
+    qq = pixel_gram(qf, qf, heads=1)[:, 0].diagonal(dim1=-2, dim2=-1)
+    kk = pixel_gram(kf, kf, heads=1)[:, 0].diagonal(dim1=-2, dim2=-1)
+    got = qk / (qq.sqrt().unsqueeze(-1) * kk.sqrt().unsqueeze(-2))
     torch.testing.assert_close(got.double(), want, rtol=0, atol=2e-6)
-    small = torch.rand(3, 4, 100)
-    torch.testing.assert_close(_pixel_gram(small, small), small @ small.transpose(-2, -1))
+    small = torch.rand(3, 100, 8)
+    torch.testing.assert_close(pixel_gram(small, small, heads=2),
+                               torch.stack([small[..., :4].transpose(1, 2) @ small[..., :4],
+                                            small[..., 4:].transpose(1, 2) @ small[..., 4:]], dim=1))
 
 
 def test_load_text_embeddings_accepts_both_layouts(tmp_path):

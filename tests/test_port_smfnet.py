@@ -24,7 +24,15 @@ import torch
 import torch.nn.functional as F
 
 from fusion_models import create_fusion_model, get_fusion_spec
-from fusion_models.smfnet import CHECKPOINT_KEYS, SMFNet, NodeUpdate, _channel_attention
+from fusion_models.smfnet import (
+    CHECKPOINT_KEYS,
+    MDTA,
+    DenseQKVAttention,
+    GraphReasoning,
+    NodeUpdate,
+    SMFNet,
+    _run_conv_bn_relu,
+)
 from fusion_models.weights import read_checkpoint
 from taskeval.fusing import apply_fusion
 from taskeval.imageio import gray_to_tensor, read_gray, read_rgb, rgb_to_tensor, tensor_to_uint8
@@ -187,21 +195,87 @@ def test_unused_official_parameters_do_not_matter_and_running_stats_do(shared):
         assert (model(ir, vis) - before).abs().max() > 1e-4
 
 
-def test_channel_attention_equals_official_formula():
-    """The Gram-matrix attention against the official normalise-then-multiply form, float64."""
-    torch.manual_seed(4)
-    heads, (b, c, h, w) = 8, (2, 64, 9, 11)
-    q, k, v = (torch.randn(b, c, h, w, dtype=torch.float64) for _ in range(3))
-    scale = torch.rand(heads, 1, 1, dtype=torch.float64) + 0.5
+def _official_channel_attention(q, k, v, scale, heads):
+    """Restormer's attention as the official code writes it: normalise over pixels, q k^T, softmax, @ v."""
+    b, c, h, w = q.shape
 
     def split(t):
         return t.reshape(b, heads, c // heads, h * w)
 
     attn = (F.normalize(split(q), dim=-1) @ F.normalize(split(k), dim=-1).transpose(-2, -1)) * scale
-    expected = (attn.softmax(dim=-1) @ split(v)).reshape(b, c, h, w)
-    for fmt in (torch.contiguous_format, torch.channels_last):
-        got = _channel_attention(*(t.contiguous(memory_format=fmt) for t in (q, k, v)), scale, heads)
-        assert torch.allclose(got, expected, atol=1e-12, rtol=0)
+    return (attn.softmax(dim=-1) @ split(v)).reshape(b, c, h, w)
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_attention_modules_equal_official_formula(grad):
+    """MDTA and the dense-QKV attention (composed convolutions, Gram blocks, attention folded into the
+    projection) against the official layer-by-layer expressions, float64, with and without autograd."""
+    torch.manual_seed(4)
+    heads, (b, c, h, w) = 8, (2, 64, 9, 11)
+    x = torch.randn(b, c, h, w, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    residual = torch.randn_like(x)
+    for module in (MDTA(c, heads), DenseQKVAttention(c, heads)):
+        module = module.double().to(memory_format=torch.channels_last)
+        with torch.no_grad():
+            for p in module.parameters():
+                p.copy_(torch.randn_like(p) * 0.2 + (0.5 if p.ndim == 3 else 0.0))
+        if isinstance(module, MDTA):
+            q, k, v = module.qkv_dwconv(module.qkv(x)).chunk(3, dim=1)
+            proj = module.project_out
+        else:
+            q, k, v = module.qkv2(module.qkv1(x)).chunk(3, dim=1)
+            proj = module.proj
+        scale = module.temperature if isinstance(module, MDTA) else module.scale
+        expected = residual + proj(_official_channel_attention(q, k, v, scale, heads))
+        with torch.set_grad_enabled(grad):
+            got = module(x, residual.clone())
+        assert torch.allclose(got, expected, atol=1e-12, rtol=0), type(module).__name__
+
+
+def test_composed_weights_follow_parameter_updates():
+    """The eval-time cache of the composed dense-QKV weights is rebuilt after an in-place update."""
+    torch.manual_seed(6)
+    module = DenseQKVAttention(64, 8).to(memory_format=torch.channels_last).eval()
+    x = torch.randn(1, 64, 6, 7).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        first = module(x, x)
+        module.qkv1.weight.mul_(2.0)
+        second = module(x, x)
+        fresh = DenseQKVAttention(64, 8).to(memory_format=torch.channels_last)
+        fresh.load_state_dict(module.state_dict())
+        assert torch.equal(second, fresh(x, x))
+    assert (first - second).abs().max() > 1e-3
+
+
+def test_graph_interaction_equals_official_expression():
+    """One difference map and a 2-channel projection give the official cross-modal interaction."""
+    torch.manual_seed(7)
+    graph = GraphReasoning(8).double()
+    a, b = torch.randn(2, 8, 5, 6, dtype=torch.float64), torch.randn(2, 8, 5, 6, dtype=torch.float64)
+    expected_b = a * torch.sigmoid(graph.C_pa[0](a - b)) + b
+    expected_a = b * torch.sigmoid(graph.C_pa[1](b - a)) + a
+    for grad in (False, True):
+        with torch.set_grad_enabled(grad):
+            got_a, got_b = graph._interact(a, b)
+        assert torch.allclose(got_a, expected_a, atol=1e-12, rtol=0)
+        assert torch.allclose(got_b, expected_b, atol=1e-12, rtol=0)
+
+
+def test_eval_batchnorm_folding_equals_batchnorm():
+    """Eval mode folds the graph's BatchNorms into their convolutions: same output as the layers."""
+    torch.manual_seed(8)
+    model = SMFNet().double()
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+    model.eval()
+    block = model.GraphModel.graph.C_cat[0]
+    x = torch.randn(1, 192, 7, 9, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.allclose(_run_conv_bn_relu(block, x), block(x), atol=1e-12, rtol=0)
 
 
 def test_graph_messages_use_the_official_tiled_edge_weights():
