@@ -35,6 +35,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -48,6 +49,7 @@ from fusion_models.layers import (
     paired_attention_matrix,
     pointwise_conv,
 )
+from fusion_models.official_io import as_8bit, official_inference
 from fusion_models.registry import register_fusion_model
 from taskeval.errors import DataError
 
@@ -373,6 +375,66 @@ def load_text_embeddings(folder: str | os.PathLike, ids: Iterable[str]) -> torch
     return torch.from_numpy(np.stack(arrays))
 
 
+def official_grey(img8: np.ndarray) -> np.ndarray:
+    """``image_read_cv2(path, 'GRAY') / 255`` of the official ``data_process.py`` for an 8-bit file.
+
+    Args:
+        img8: (H,W) grey or (H,W,3) RGB uint8 file contents (``cv2.imread`` reads both as BGR).
+
+    Returns:
+        (H,W) float32: OpenCV's float ``BGR2GRAY``, ROUNDED to an integer grey level, / 255.
+    """
+    rgb = np.repeat(img8[..., None], 3, axis=2) if img8.ndim == 2 else img8
+    bgr = np.ascontiguousarray(rgb[..., ::-1]).astype(np.float32)
+    return np.round(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)) / 255.0
+
+
+def official_png_values(fused: torch.Tensor) -> np.ndarray:
+    """``test.py``'s writing of one raw output: min-max, x255, ``astype('uint8')`` (TRUNCATION), grey PNG.
+
+    Args:
+        fused: (H,W) float32 raw (sigmoid) output.
+
+    Returns:
+        (H,W) uint8.
+    """
+    x = (fused - fused.min()) / (fused.max() - fused.min())
+    return (x * 255).cpu().numpy().astype("uint8")
+
+
+def official_image(model: FILM, ir: torch.Tensor, vis: torch.Tensor, text: torch.Tensor | None = None) -> np.ndarray:
+    """``test.py`` end to end: what the official code writes.
+
+    Args:
+        model: a :class:`FILM` (run in eval mode; its mode is restored afterwards).
+        ir: (N,1,H,W) float32, exactly the 8-bit IR files / 255.
+        vis: (N,3,H,W) RGB float32, exactly the 8-bit visible files / 255.
+        text: (N,L,768) text features of each pair. The official code needs them; ``None`` runs the
+            port's text-free path (one all-zero token, see :meth:`FILM.forward`), which has no official
+            counterpart.
+
+    Returns:
+        (N,H,W) uint8 grey images, each fused on its own (batch 1) as the official loop does.
+
+    Raises:
+        ValueError: shapes that are not an IR/visible pair, or values that are not 8-bit / 255.
+    """
+    if ir.ndim != 4 or ir.shape[1] != 1 or vis.ndim != 4 or vis.shape[1] != 3 or \
+            ir.shape[0] != vis.shape[0] or ir.shape[-2:] != vis.shape[-2:]:
+        raise ValueError(f"FILM official_image: expected IR (N,1,H,W) and visible RGB (N,3,H,W), got "
+                         f"{tuple(ir.shape)} and {tuple(vis.shape)}")
+    ir8, vis8 = as_8bit(ir, "IR"), as_8bit(vis, "visible")
+    device = next(model.parameters()).device
+    out = np.empty((ir8.shape[0], *ir8.shape[-2:]), np.uint8)
+    with official_inference(model):
+        for k in range(ir8.shape[0]):
+            image_a = torch.from_numpy(official_grey(ir8[k, 0]))[None, None].to(device)
+            image_b = torch.from_numpy(official_grey(vis8[k].transpose(1, 2, 0)))[None, None].to(device)
+            fused = model(image_a, image_b, None if text is None else text[k:k + 1])
+            out[k] = official_png_values(fused[0, 0])
+    return out
+
+
 @register_fusion_model(
     "film",
     vis_input="y",
@@ -386,6 +448,7 @@ def load_text_embeddings(folder: str | os.PathLike, ids: Iterable[str]) -> torch
     weights_file="IVF.pth",
     description="text-guided fusion: text features steer Restormer branches via cross-attention; "
                 "text=None uses one all-zero token",
+    official_image=official_image,
 )
 def film() -> nn.Module:
     return FILM()

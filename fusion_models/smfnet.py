@@ -46,6 +46,8 @@ from __future__ import annotations
 
 import contextlib
 
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -62,6 +64,7 @@ from fusion_models.layers import (
     pointwise_conv,
     rows_to_map,
 )
+from fusion_models.official_io import as_8bit, official_inference
 from fusion_models.registry import register_fusion_model
 
 # Checkpoint top-level keys, in the order of the official pipeline.
@@ -856,6 +859,73 @@ class SMFNet(nn.Module):
         return flat
 
 
+def official_inputs(ir8: np.ndarray, vis8: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``test.py``'s reading of one pair (``image_read_cv2`` of the repository's ``metrics.py``).
+
+    Args:
+        ir8: (H,W) uint8 IR file (``cv2.imread`` makes it 3 equal BGR channels).
+        vis8: (H,W,3) uint8 visible RGB file.
+
+    Returns:
+        ``data_IR`` (rounded grey / 255), ``data_VIS`` (float YCrCb's unrounded Y / 255), ``Cr``, ``Cb``
+        (OpenCV's float conversion, offset 0.5 on 0..255 data, / 255): (H,W) float32 each.
+    """
+    ir_bgr = np.repeat(ir8[..., None], 3, axis=2).astype(np.float32)
+    data_ir = np.round(cv2.cvtColor(ir_bgr, cv2.COLOR_BGR2GRAY)) / 255.0
+    vis_bgr = np.ascontiguousarray(vis8[..., ::-1]).astype(np.float32)
+    y, cr, cb = cv2.split(cv2.cvtColor(vis_bgr, cv2.COLOR_BGR2YCrCb))
+    return data_ir, y / 255.0, cr / 255.0, cb / 255.0
+
+
+def official_png_values(fused: np.ndarray, cr: np.ndarray, cb: np.ndarray) -> np.ndarray:
+    """``test.py``'s writing of one raw output: min-max, Y with the visible Cr/Cb, BGR, ``cv2.imwrite``.
+
+    Args:
+        fused: (H,W) float32 raw network output.
+        cr, cb: (H,W) float32 from :func:`official_inputs`.
+
+    Returns:
+        (H,W,3) uint8 BGR, the pixels ``cv2.imwrite`` stores: OpenCV converts float to 8 bits by rounding
+        half to even with saturation.
+    """
+    y = (fused - fused.min()) / (fused.max() - fused.min())
+    merged = np.stack((y, cr, cb), axis=-1) * 255
+    bgr = cv2.cvtColor(merged, cv2.COLOR_YCrCb2BGR)
+    return np.clip(np.rint(bgr), 0, 255).astype(np.uint8)
+
+
+def official_image(model: SMFNet, ir: torch.Tensor, vis: torch.Tensor, text=None) -> np.ndarray:
+    """``test.py`` end to end: what the official code writes.
+
+    Args:
+        model: an :class:`SMFNet` (run in eval mode; its mode is restored afterwards).
+        ir: (N,1,H,W) float32, exactly the 8-bit IR files / 255.
+        vis: (N,3,H,W) RGB float32, exactly the 8-bit visible files / 255.
+        text: unused (SMFNet takes no text).
+
+    Returns:
+        (N,H,W,3) uint8 RGB images, each fused on its own (batch 1) as the official loop does: the fused
+        luminance, min-max normalised, with the visible image's chroma.
+
+    Raises:
+        ValueError: shapes that are not an IR/visible pair, or values that are not 8-bit / 255.
+    """
+    if ir.ndim != 4 or ir.shape[1] != 1 or vis.ndim != 4 or vis.shape[1] != 3 or \
+            ir.shape[0] != vis.shape[0] or ir.shape[-2:] != vis.shape[-2:]:
+        raise ValueError(f"SMFNet official_image: expected IR (N,1,H,W) and visible RGB (N,3,H,W), got "
+                         f"{tuple(ir.shape)} and {tuple(vis.shape)}")
+    ir8, vis8 = as_8bit(ir, "IR"), as_8bit(vis, "visible")
+    device = next(model.parameters()).device
+    out = np.empty((ir8.shape[0], *ir8.shape[-2:], 3), np.uint8)
+    with official_inference(model):
+        for k in range(ir8.shape[0]):
+            data_ir, data_vis, cr, cb = official_inputs(ir8[k, 0], vis8[k].transpose(1, 2, 0))
+            fused = model(torch.from_numpy(data_ir)[None, None].to(device),
+                          torch.from_numpy(data_vis)[None, None].to(device))
+            out[k] = official_png_values(fused[0, 0].cpu().numpy(), cr, cb)[..., ::-1]
+    return out
+
+
 @register_fusion_model(
     "smfnet",
     vis_input="y",
@@ -868,6 +938,7 @@ class SMFNet(nn.Module):
     url="https://github.com/Abraham-Einstein/SMFNet",
     weights_file="model_VIF.pth",
     description="graph reasoning between IR/visible nodes plus base/detail decomposition (Restormer encoder)",
+    official_image=official_image,
 )
 def smfnet(**kwargs) -> nn.Module:
     return SMFNet()
