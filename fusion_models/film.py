@@ -64,8 +64,7 @@ class _ChannelLayerNorm(nn.Module):
     """LayerNorm over the channels of each pixel of a ``(N,C,H,W)`` map (biased variance, eps 1e-5).
 
     Computed as mean, then variance of the centred values (two passes), like the official code:
-    ``nn.LayerNorm`` on CPU lost ~7x more float32 accuracy on these features (large mean, small
-    spread), enough to move the fused output by 1e-3. ``body`` only holds the affine parameters
+    ``nn.LayerNorm`` on CPU lost more float32 accuracy on these features (large mean, small spread). ``body`` only holds the affine parameters
     (checkpoint keys ``norm*.body.weight/bias``). On channels-last maps both reductions run over
     contiguous channels.
     """
@@ -75,11 +74,12 @@ class _ChannelLayerNorm(nn.Module):
         self.body = nn.LayerNorm(dim, eps=1e-5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = x.mean(dim=1, keepdim=True)
-        std = torch.sqrt(x.var(dim=1, keepdim=True, unbiased=False) + self.body.eps)
-        shape = (1, -1, 1, 1)
-        y = x - mean
+        y = x - x.mean(dim=1, keepdim=True)
+        # Variance as the mean square of the centred values: the official ``x.var`` up to rounding, and
+        # 8x faster than its Welford kernel on 32 channels-last channels.
+        std = torch.sqrt(y.square().mean(dim=1, keepdim=True) + self.body.eps)
         y = y.div_(std) if overwrite_ok() else y / std
+        shape = (1, -1, 1, 1)
         return torch.addcmul(self.body.bias.view(shape), y, self.body.weight.view(shape))
 
 
@@ -318,6 +318,10 @@ class FILM(nn.Module):
             text = ir.new_zeros(ir.shape[0], 1, TEXT_DIM)
         elif text.ndim != 3 or text.shape[0] != ir.shape[0] or text.shape[1] < 1 or text.shape[2] != TEXT_DIM:
             raise ValueError(f"FILM text must be (N={ir.shape[0]}, L>=1, {TEXT_DIM}), got {tuple(text.shape)}")
+        if ir.shape[0] > 1 and ir.device.type == "cpu" and overwrite_ok():
+            # One image at a time on the CPU: same result (no layer mixes images), a batch's speed, and
+            # the memory of one image.
+            return torch.cat([self(ir[i:i + 1], vis_y[i:i + 1], text[i:i + 1]) for i in range(ir.shape[0])])
         text = self.text_process(text.to(device=ir.device, dtype=ir.dtype))
         with large_tensors_on_heap() if overwrite_ok() else contextlib.nullcontext():
             a, b = self.restormerca1(ir, vis_y, text)

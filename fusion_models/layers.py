@@ -186,8 +186,10 @@ def overwrite_ok() -> bool:
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
 _GLIBC_MMAP_MAX_DEFAULT = 65536
 # The largest mmap threshold glibc accepts on 64-bit, where its dynamic threshold ends up in a process
-# that frees large blocks (setting any threshold by mallopt switches the dynamic adjustment off).
+# that frees large blocks, and the trim threshold that goes with it (twice that); setting any threshold
+# by mallopt switches the dynamic adjustment off.
 _GLIBC_MMAP_THRESHOLD_MAX = 32 * 1024 * 1024
+_GLIBC_TRIM_THRESHOLD = 2 * _GLIBC_MMAP_THRESHOLD_MAX
 _heap_lock = threading.Lock()
 _heap_depth = 0
 
@@ -205,20 +207,31 @@ def _glibc():
 _LIBC = _glibc()
 
 
+def release_free_heap() -> None:
+    """Give the free pages of the process heap back to the system (glibc ``malloc_trim(0)``); no-op elsewhere.
+
+    Inside :func:`large_tensors_on_heap`, freed maps stay resident for reuse; releasing them between the
+    phases of a forward pass keeps the resident size near the live tensors (re-touching released heap
+    pages was cheap on our machines, unlike fresh mmap'ed ones).
+    """
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
 @contextmanager
 def large_tensors_on_heap() -> Iterator[None]:
-    """Serve large CPU tensors from the process heap, and keep freed heap memory for reuse, while inside.
+    """Serve large CPU tensors from the process heap while inside.
 
-    glibc maps every allocation above its mmap threshold (at most 32 MiB) to fresh pages and returns
-    them on free, so each new 640x480 feature map (80-240 MB) is paid again in page faults: a 64-channel
-    addition took 230 ms with a fresh output against 23 ms from the heap on our machines, and the
-    SMFNet forward allocates about a thousand such maps. Inside this context glibc serves them from its
-    heap (``M_MMAP_MAX = 0``) and does not trim it, so freed maps are reused without faults.
+    glibc maps every allocation above its mmap threshold (at most 32 MiB) to fresh pages and unmaps
+    them on free, so each new 640x480 feature map (80-240 MB) is paid again: a 64-channel addition took
+    230 ms with a fresh output against 23 ms from the heap on our machines, and an SMFNet forward pass
+    allocates about a thousand such maps (twice the CPU time of the whole pass). Inside this context
+    glibc serves them from its heap (``M_MMAP_MAX = 0``, trimming off) and reuses freed maps.
 
-    The settings are process-wide while inside (nesting and threads are counted); on leaving, mmap is
-    allowed again but the trim threshold stays high, so the memory of the largest forward pass stays
-    with the process for the next call, as GPU caching allocators do, and the mmap threshold is left at
-    32 MiB, where glibc's own dynamic threshold ends up. No-op outside glibc.
+    The settings are process-wide while inside (nesting and threads are counted). On leaving, the free
+    heap pages are released (:func:`release_free_heap`) and mmap is allowed again, with the mmap and trim
+    thresholds at 32 and 64 MiB, where glibc's own dynamic thresholds end up in a process that frees large
+    blocks (setting them switches that adjustment off). No-op outside glibc.
     """
     global _heap_depth
     if _LIBC is None:
@@ -235,5 +248,7 @@ def large_tensors_on_heap() -> Iterator[None]:
         with _heap_lock:
             _heap_depth -= 1
             if _heap_depth == 0:
+                _LIBC.mallopt(_M_TRIM_THRESHOLD, _GLIBC_TRIM_THRESHOLD)
                 _LIBC.mallopt(_M_MMAP_THRESHOLD, _GLIBC_MMAP_THRESHOLD_MAX)
                 _LIBC.mallopt(_M_MMAP_MAX, _GLIBC_MMAP_MAX_DEFAULT)
+                _LIBC.malloc_trim(0)

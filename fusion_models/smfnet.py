@@ -62,6 +62,7 @@ from fusion_models.layers import (
     pixel_gram,
     pixel_rows,
     pointwise_conv,
+    release_free_heap,
     rows_to_map,
 )
 from fusion_models.official_io import as_8bit, official_inference
@@ -205,7 +206,10 @@ class DenseQKVAttention(nn.Module):
         weights = paired_attention_matrix(qk, self.scale, self.num_heads, self.proj.weight[:, :, 0, 0])
         del qk
         w_out = torch.einsum("boc,cihw->boihw", weights, w[2 * dim:])
-        out = torch.cat([F.conv2d(x[i:i + 1], _cl(w_out[i]), padding=1) for i in range(x.shape[0])])
+        if x.shape[0] == 1:
+            out = F.conv2d(x, _cl(w_out[0]), padding=1)
+        else:
+            out = torch.cat([F.conv2d(x[i:i + 1], _cl(w_out[i]), padding=1) for i in range(x.shape[0])])
         return _add(out, residual)
 
 
@@ -640,15 +644,27 @@ def _conv_bn_relu(cin: int, cout: int, dilation: int = 1) -> nn.Sequential:
     )
 
 
-def _run_conv_bn_relu(block: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-    """A :func:`_conv_bn_relu` block; in eval mode the BatchNorm is folded into the convolution."""
+def _run_conv_bn_relu(block: nn.Sequential, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """A :func:`_conv_bn_relu` block; in eval mode the BatchNorm is folded into the convolution.
+
+    ``out``: a channels-last map (e.g. a channel slice of a larger buffer) the result is written to
+    (eval mode without autograd only).
+    """
     conv, bn = block[0], block[1]
     if bn.training:
         return block(x)
     scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
     y = F.conv2d(x, conv.weight * scale.view(-1, 1, 1, 1), bn.bias - bn.running_mean * scale,
                  padding=conv.padding, dilation=conv.dilation)
+    if out is not None:
+        return torch.clamp_min(y, 0.0, out=out)
     return F.relu(y, inplace=overwrite_ok())
+
+
+def _map_like(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """An uninitialised channels-last (B, channels, H, W) map on ``x``'s device and dtype."""
+    b, _, h, w = x.shape
+    return torch.empty((b, channels, h, w), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
 
 
 class PyramidNodes(nn.Module):
@@ -671,18 +687,23 @@ class ConvGRUCell(nn.Module):
         self.Conv_ct = nn.Conv2d(2 * channels, channels, 1)
 
     def forward(self, msg: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        if overwrite_ok():
+            return self.packed(torch.cat((msg, hidden), dim=1), hidden)
+        gates = pointwise_conv(torch.cat((msg, hidden), dim=1), self.ConvGates.weight, self.ConvGates.bias)
+        reset, update = torch.sigmoid(gates).chunk(2, dim=1)
+        cand = torch.tanh(pointwise_conv(torch.cat((msg, reset * hidden), dim=1),
+                                         self.Conv_ct.weight, self.Conv_ct.bias))
+        return (1 - update) * hidden + update * cand
+
+    def packed(self, both: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        """``forward(msg, hidden)`` from ``both = cat(msg, hidden)``, channels-last, which it overwrites
+        with ``cat(msg, reset * hidden)`` and frees as soon as it can (pass it as a temporary; no autograd)."""
         c = hidden.shape[1]
-        both = torch.cat((msg, hidden), dim=1)
-        gates = pointwise_conv(both, self.ConvGates.weight, self.ConvGates.bias)
-        if not overwrite_ok():
-            reset, update = torch.sigmoid(gates).chunk(2, dim=1)
-            cand = torch.tanh(pointwise_conv(torch.cat((msg, reset * hidden), dim=1),
-                                             self.Conv_ct.weight, self.Conv_ct.bias))
-            return (1 - update) * hidden + update * cand
-        gates.sigmoid_()
+        gates = pointwise_conv(both, self.ConvGates.weight, self.ConvGates.bias).sigmoid_()
         reset, update = gates[:, :c], gates[:, c:]
-        torch.mul(reset, hidden, out=both[:, c:])  # both = cat(msg, reset * hidden)
+        torch.mul(reset, hidden, out=both[:, c:])
         cand = pointwise_conv(both, self.Conv_ct.weight, self.Conv_ct.bias).tanh_().mul_(update)
+        del both, reset
         return torch.rsub(update, 1).mul_(hidden).add_(cand)
 
 
@@ -702,13 +723,15 @@ class NodeUpdate(nn.Module):
         self.ConvGRU = ConvGRUCell(channels)
         self.gamma = nn.Parameter(torch.zeros(1))
 
-    def forward(self, nodes: list[torch.Tensor]) -> list[torch.Tensor]:
+    def forward(self, nodes: list[torch.Tensor], out: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Args: ``nodes``, each (B, C, H, W); ``out``: a channels-last (B, num_nodes * C, H, W) map the new
+        nodes are written to, side by side (without autograd only). Returns the new nodes."""
         n_edges = self.num_nodes - 1
-        h, w = nodes[0].shape[-2:]
+        c = nodes[0].shape[1]
         # Edge k of node i has the weight w_k . (node_i - neighbour_k) = w_k . node_i - w_k . neighbour_k,
         # from per-node projections instead of difference maps.
         proj = [pixel_rows(pointwise_conv(node, self.C_wgt.weight)) for node in nodes]  # (B, P, n_edges)
-        out = []
+        new_nodes = []
         for idx, node in enumerate(nodes):
             others = [j for j in range(self.num_nodes) if j != idx]
             logits = torch.stack([proj[idx][..., k] - proj[j][..., k] for k, j in enumerate(others)], dim=-1)
@@ -719,12 +742,25 @@ class NodeUpdate(nn.Module):
             total = nodes[others[0]]
             for j in others[1:]:
                 total = total + nodes[j]
-            msg = pixel_rows(total).unflatten(-1, (-1, n_edges))
-            msg = msg.mul_(gate) if overwrite_ok() else msg * gate
-            msg = rows_to_map(msg.flatten(-2), h, w)
-            new = self.ConvGRU(msg, node)
-            out.append(_add(new.mul_(self.gamma) if overwrite_ok() else new * self.gamma, node))
-        return out
+            if not overwrite_ok():
+                msg = rows_to_map((pixel_rows(total).unflatten(-1, (-1, n_edges)) * gate).flatten(-2), *node.shape[-2:])
+                new_nodes.append(self.ConvGRU(msg, node) * self.gamma + node)
+                continue
+            new = self.ConvGRU.packed(self._gru_input(total, gate, node), node).mul_(self.gamma)
+            del total
+            new_nodes.append(new.add_(node) if out is None else torch.add(new, node, out=out[:, idx * c:(idx + 1) * c]))
+        return new_nodes
+
+
+    @staticmethod
+    def _gru_input(total: torch.Tensor, gate: torch.Tensor, node: torch.Tensor) -> torch.Tensor:
+        """``cat(msg, node)`` built in place: ``msg`` = neighbour sum ``total`` times the tiled gates."""
+        c, n_edges = node.shape[1], gate.shape[-1]
+        both = _map_like(node, 2 * c)
+        torch.mul(pixel_rows(total).unflatten(-1, (-1, n_edges)), gate,
+                  out=pixel_rows(both[:, :c]).unflatten(-1, (-1, n_edges)))
+        both[:, c:].copy_(node)
+        return both
 
 
 class GraphReasoning(nn.Module):
@@ -757,16 +793,25 @@ class GraphReasoning(nn.Module):
         gates = torch.sigmoid(pointwise_conv(a - b, w))
         return torch.addcmul(a, b, gates[:, 1:]), torch.addcmul(b, a, gates[:, :1])
 
-    def forward(self, feat_a: torch.Tensor,
-                feat_b: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def nodes(self, feat_a: torch.Tensor, feat_b: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The two node sets after their pyramid convolutions and the cross-modal interaction."""
         nodes_a, nodes_b = self.ppm_rgb(feat_a), self.ppm_dep(feat_b)
         for i in range(len(nodes_a)):
             for _ in range(2):
                 nodes_a[i], nodes_b[i] = self._interact(nodes_a[i], nodes_b[i])
-        for _ in range(self.n_iter):
-            nodes_a = self.graph_rgb(nodes_a)
-        for _ in range(self.n_iter):
-            nodes_b = self.graph_dep(nodes_b)
+        return nodes_a, nodes_b
+
+    def propagate(self, update: NodeUpdate, nodes: list[torch.Tensor], out: torch.Tensor | None = None) -> None:
+        """``n_iter`` rounds of ``update``, replacing the list's contents (so old states are freed);
+        the last round writes to ``out`` when given (see :meth:`NodeUpdate.forward`)."""
+        for i in range(self.n_iter):
+            nodes[:] = update(nodes, out if i == self.n_iter - 1 else None)
+
+    def forward(self, feat_a: torch.Tensor,
+                feat_b: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        nodes_a, nodes_b = self.nodes(feat_a, feat_b)
+        self.propagate(self.graph_rgb, nodes_a)
+        self.propagate(self.graph_dep, nodes_b)
         return nodes_a, nodes_b
 
 
@@ -779,10 +824,21 @@ class CrossGraph(nn.Module):
         self.C_cat = nn.ModuleList(_conv_bn_relu(channels * len(dilations), channels) for _ in range(6))
         self.C_cls = nn.Conv2d(2 * channels, channels, 1)
 
-    def forward(self, feat_ir: torch.Tensor, feat_vis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        nodes_ir, nodes_vis = self.graph(feat_ir, feat_vis)
-        return (_run_conv_bn_relu(self.C_cat[0], torch.cat(nodes_ir, dim=1)),
-                _run_conv_bn_relu(self.C_cat[1], torch.cat(nodes_vis, dim=1)))
+    def forward(self, feat_ir: torch.Tensor, feat_vis: torch.Tensor,
+                out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Merged IR and visible node features, each (B, C, H, W); written side by side to ``out``
+        (a channels-last (B, 2C, H, W) map) when given, without autograd. Each side's nodes are merged as
+        soon as they are final, and written straight into the merge's input (no concatenation)."""
+        c = feat_ir.shape[1]
+        merged = []
+        for side, nodes in enumerate(self.graph.nodes(feat_ir, feat_vis)):
+            update = self.graph.graph_rgb if side == 0 else self.graph.graph_dep
+            stacked = _map_like(feat_ir, len(nodes) * c) if overwrite_ok() else None
+            self.graph.propagate(update, nodes, stacked)
+            nodes = torch.cat(nodes, dim=1) if stacked is None else stacked
+            merged.append(_run_conv_bn_relu(self.C_cat[side], nodes,
+                                            None if out is None else out[:, side * c:(side + 1) * c]))
+        return merged[0], merged[1]
 
 
 class GraphBranch(nn.Module):
@@ -794,7 +850,12 @@ class GraphBranch(nn.Module):
         self.C_cls = nn.Conv2d(2 * channels, channels, 1)
 
     def forward(self, feat_ir: torch.Tensor, feat_vis: torch.Tensor) -> torch.Tensor:
-        return pointwise_conv(torch.cat(self.graph(feat_ir, feat_vis), dim=1), self.C_cls.weight, self.C_cls.bias)
+        if overwrite_ok():
+            both = _map_like(feat_ir, 2 * feat_ir.shape[1])
+            self.graph(feat_ir, feat_vis, out=both)
+        else:
+            both = torch.cat(self.graph(feat_ir, feat_vis), dim=1)
+        return pointwise_conv(both, self.C_cls.weight, self.C_cls.bias)
 
 
 # ----------------------------------------------------------------------------- the network
@@ -832,16 +893,27 @@ class SMFNet(nn.Module):
                              f"{tuple(ir.shape)} and visible {tuple(vis_y.shape)}")
         if min(ir.shape[-2:]) < 2:
             raise ValueError(f"SMFNet needs H, W >= 2 (reflection padding), got {tuple(ir.shape)}")
+        if ir.shape[0] > 1 and ir.device.type == "cpu" and overwrite_ok():
+            # One image at a time on the CPU: same result (eval mode mixes no images), a batch's speed,
+            # and the memory of one image.
+            return torch.cat([self(ir[i:i + 1], vis_y[i:i + 1]) for i in range(ir.shape[0])])
         with large_tensors_on_heap() if overwrite_ok() else contextlib.nullcontext():
+            # Official order of the sums (IR + visible, then detail + base + graph); the graph runs last
+            # so that fewer full-size maps are alive during it.
+            # Freed heap pages are released between the phases, keeping the resident size near the live maps.
             base_v, detail_v, shallow_v = self.DIDF_Encoder(vis_y)
+            release_free_heap()
             base_i, detail_i, shallow_i = self.DIDF_Encoder(ir)
-            graph = self.GraphModel(shallow_i, shallow_v)
-            del shallow_i, shallow_v
+            release_free_heap()
             base = self.BaseFuseLayer(_add(base_i, base_v))
             del base_i, base_v
-            detail = self.DetailFuseLayer(_add(detail_i, detail_v))
-            del detail_i, detail_v
-            return self.DIDF_Decoder(_add(_add(detail, base), graph))
+            fused = _add(self.DetailFuseLayer(_add(detail_i, detail_v)), base)
+            del detail_i, detail_v, base
+            release_free_heap()
+            fused = _add(fused, self.GraphModel(shallow_i, shallow_v))
+            del shallow_i, shallow_v
+            release_free_heap()
+            return self.DIDF_Decoder(fused)
 
     @staticmethod
     def convert_official_checkpoint(obj):

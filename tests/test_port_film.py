@@ -133,6 +133,14 @@ def test_batch_of_two_equals_two_singles(small_outputs):
     torch.testing.assert_close(small_outputs["batch"], torch.cat(small_outputs["single"]), rtol=0, atol=1e-6)
 
 
+def test_inference_path_equals_the_autograd_path(official_model, small_batch):
+    """Without autograd the forward overwrites temporaries in place: same values."""
+    ir, vis, text = small_batch
+    with torch.no_grad():
+        inference = official_model(ir, vis, text)
+    torch.testing.assert_close(inference, official_model(ir, vis, text).detach(), rtol=0, atol=1e-6)
+
+
 def test_text_changes_the_output(official_model, small_batch):
     # The default initialisation barely reacts to text (~5e-6); the official checkpoint does.
     ir, vis, text = small_batch

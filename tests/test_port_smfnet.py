@@ -174,6 +174,16 @@ def test_deterministic_and_batch_independent():
     assert torch.allclose(first, singles, atol=1e-6, rtol=0)
 
 
+def test_inference_path_equals_the_autograd_path(official_random):
+    """Without autograd the forward overwrites temporaries and writes into shared buffers: same values."""
+    torch.manual_seed(9)
+    ir, vis = torch.rand(2, 1, 23, 31), torch.rand(2, 1, 23, 31)
+    with torch.no_grad():
+        inference = official_random(ir, vis)
+    autograd = official_random(ir, vis).detach()
+    assert torch.allclose(inference, autograd, atol=1e-6, rtol=0)
+
+
 @pytest.mark.parametrize("constant", [None, 0.0])
 def test_gradients_finite_in_train_mode(constant):
     """Trainable: every parameter used in the forward gets a finite gradient, also for all-zero images."""
