@@ -134,11 +134,12 @@ def test_batch_of_two_equals_two_singles(small_outputs):
 
 
 def test_inference_path_equals_the_autograd_path(official_model, small_batch):
-    """Without autograd the forward overwrites temporaries in place: same values."""
+    """Without autograd the forward overwrites temporaries in place and runs the batch image by image:
+    same values up to float rounding (this checkpoint amplifies it to ~3e-6)."""
     ir, vis, text = small_batch
     with torch.no_grad():
         inference = official_model(ir, vis, text)
-    torch.testing.assert_close(inference, official_model(ir, vis, text).detach(), rtol=0, atol=1e-6)
+    torch.testing.assert_close(inference, official_model(ir, vis, text).detach(), rtol=0, atol=1e-5)
 
 
 def test_text_changes_the_output(official_model, small_batch):
