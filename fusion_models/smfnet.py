@@ -661,6 +661,10 @@ def _run_conv_bn_relu(block: nn.Sequential, x: torch.Tensor, out: torch.Tensor |
     return F.relu(y, inplace=overwrite_ok())
 
 
+_BLOCK_PIXELS = 16384
+"""Pixels per block of the graph update without autograd (its temporaries: a few MB, cache-sized)."""
+
+
 def _map_like(x: torch.Tensor, channels: int) -> torch.Tensor:
     """An uninitialised channels-last (B, channels, H, W) map on ``x``'s device and dtype."""
     b, _, h, w = x.shape
@@ -725,32 +729,43 @@ class NodeUpdate(nn.Module):
 
     def forward(self, nodes: list[torch.Tensor], out: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Args: ``nodes``, each (B, C, H, W); ``out``: a channels-last (B, num_nodes * C, H, W) map the new
-        nodes are written to, side by side (without autograd only). Returns the new nodes."""
-        n_edges = self.num_nodes - 1
-        c = nodes[0].shape[1]
-        # Edge k of node i has the weight w_k . (node_i - neighbour_k) = w_k . node_i - w_k . neighbour_k,
-        # from per-node projections instead of difference maps.
-        proj = [pixel_rows(pointwise_conv(node, self.C_wgt.weight)) for node in nodes]  # (B, P, n_edges)
-        new_nodes = []
-        for idx, node in enumerate(nodes):
-            others = [j for j in range(self.num_nodes) if j != idx]
-            logits = torch.stack([proj[idx][..., k] - proj[j][..., k] for k, j in enumerate(others)], dim=-1)
-            gate = torch.sigmoid(logits).unsqueeze(-2)  # (B, P, 1, n_edges)
-            # The official code tiles the edge weights over the concatenated neighbours, so channel
-            # k of every neighbour is gated by edge k % n_edges (not by its own edge): the sum of the
-            # neighbours times the tiled gates.
-            total = nodes[others[0]]
-            for j in others[1:]:
-                total = total + nodes[j]
-            if not overwrite_ok():
-                msg = rows_to_map((pixel_rows(total).unflatten(-1, (-1, n_edges)) * gate).flatten(-2), *node.shape[-2:])
-                new_nodes.append(self.ConvGRU(msg, node) * self.gamma + node)
-                continue
-            new = self.ConvGRU.packed(self._gru_input(total, gate, node), node).mul_(self.gamma)
-            del total
-            new_nodes.append(new.add_(node) if out is None else torch.add(new, node, out=out[:, idx * c:(idx + 1) * c]))
+        nodes are written to, side by side (without autograd only). Returns the new nodes.
+
+        Without autograd the update, which is per pixel, runs on blocks of image rows written into the
+        new maps: its 128-channel temporaries then stay small and in cache.
+        """
+        if not overwrite_ok():
+            return [self._update(nodes, idx) for idx in range(self.num_nodes)]
+        c, (h, w) = nodes[0].shape[1], nodes[0].shape[-2:]
+        new_nodes = [_map_like(nodes[0], c) if out is None else out[:, i * c:(i + 1) * c]
+                     for i in range(self.num_nodes)]
+        rows = max(1, _BLOCK_PIXELS // w)
+        for top in range(0, h, rows):
+            block = [node[:, :, top:top + rows] for node in nodes]
+            for idx, new in enumerate(new_nodes):
+                self._update(block, idx, out=new[:, :, top:top + rows])
         return new_nodes
 
+    def _update(self, nodes: list[torch.Tensor], idx: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Node ``idx`` after this round; written to ``out`` without autograd."""
+        n_edges, node = self.num_nodes - 1, nodes[idx]
+        others = [j for j in range(self.num_nodes) if j != idx]
+        # Edge k of the node has the weight w_k . (node - neighbour_k) = w_k . node - w_k . neighbour_k:
+        # per-node projections instead of difference maps.
+        proj = [pixel_rows(pointwise_conv(nodes[j], self.C_wgt.weight)) for j in [idx, *others]]
+        logits = torch.stack([proj[0][..., k] - proj[k + 1][..., k] for k in range(n_edges)], dim=-1)
+        gate = torch.sigmoid(logits).unsqueeze(-2)  # (B, P, 1, n_edges)
+        # The official code tiles the edge weights over the concatenated neighbours, so channel k of
+        # every neighbour is gated by edge k % n_edges (not by its own edge): the sum of the neighbours
+        # times the tiled gates.
+        total = nodes[others[0]]
+        for j in others[1:]:
+            total = total + nodes[j]
+        if not overwrite_ok():
+            msg = rows_to_map((pixel_rows(total).unflatten(-1, (-1, n_edges)) * gate).flatten(-2), *node.shape[-2:])
+            return self.ConvGRU(msg, node) * self.gamma + node
+        new = self.ConvGRU.packed(self._gru_input(total, gate, node), node).mul_(self.gamma)
+        return torch.add(new, node, out=out)
 
     @staticmethod
     def _gru_input(total: torch.Tensor, gate: torch.Tensor, node: torch.Tensor) -> torch.Tensor:

@@ -290,14 +290,17 @@ def _harness_inputs(shared, pair: str, box=None) -> tuple[torch.Tensor, torch.Te
 
 @pytest.mark.parametrize("pair", PAIRS)
 def test_official_reading_equals_the_captured_network_inputs(shared, fidelity_dir, pair):
-    """Rounded OpenCV grey of both files / 255: the official tensors exactly (no forward)."""
+    """Rounded OpenCV grey of both files / 255: the official tensors (no forward). Bit-exact on the machine
+    that made the references; OpenCV's float conversion is per-CPU SIMD code, so a value within float
+    rounding of a half grey level may round the other way elsewhere (at most 1e-4 of the pixels)."""
     ir, vis = _harness_inputs(shared, pair)
     captured = np.load(fidelity_dir / f"{pair}_in.npz")
     got_a = official_grey(np.rint(ir[0, 0].numpy() * 255).astype(np.uint8))
     got_b = official_grey(np.rint(vis[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8))
     assert got_a.dtype == got_b.dtype == np.float32
-    assert np.array_equal(got_a, captured["imageA"][0, 0])
-    assert np.array_equal(got_b, captured["imageB"][0, 0])
+    for got, key in ((got_a, "imageA"), (got_b, "imageB")):
+        off = np.abs(got - captured[key][0, 0])
+        assert off.max() <= 1 / 255 + 1e-7 and (off > 0).mean() <= 1e-4, key
 
 
 @pytest.mark.parametrize("pair", PAIRS)

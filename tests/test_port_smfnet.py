@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from fusion_models import create_fusion_model, get_fusion_spec
+from fusion_models import smfnet as smfnet_module
 from fusion_models.smfnet import (
     CHECKPOINT_KEYS,
     MDTA,
@@ -174,8 +175,12 @@ def test_deterministic_and_batch_independent():
     assert torch.allclose(first, singles, atol=1e-6, rtol=0)
 
 
-def test_inference_path_equals_the_autograd_path(official_random):
-    """Without autograd the forward overwrites temporaries and writes into shared buffers: same values."""
+@pytest.mark.parametrize("block_pixels", [None, 64])
+def test_inference_path_equals_the_autograd_path(official_random, monkeypatch, block_pixels):
+    """Without autograd the forward overwrites temporaries, writes into shared buffers, runs a batch image
+    by image and the graph update on blocks of rows (here also 2 rows, 12 blocks): same values."""
+    if block_pixels is not None:
+        monkeypatch.setattr(smfnet_module, "_BLOCK_PIXELS", block_pixels)
     torch.manual_seed(9)
     ir, vis = torch.rand(2, 1, 23, 31), torch.rand(2, 1, 23, 31)
     with torch.no_grad():
@@ -369,25 +374,28 @@ def test_harness_path_matches_official_png(shared, official_random, pair):
 
 @pytest.mark.parametrize("pair", PAIRS)
 def test_official_reading_equals_the_captured_network_inputs(shared, pair):
-    """From the harness's float inputs, the official reader's tensors exactly (no forward)."""
+    """From the harness's float inputs, the official reader's tensors (no forward): bit-exact on the machine
+    that made the references; OpenCV's float colour conversion is SIMD code chosen per CPU, hence 1e-6."""
     ir, vis = harness_inputs(shared, pair)
     ir8 = np.rint(ir[0, 0].numpy() * 255).astype(np.uint8)
     vis8 = np.rint(vis[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
     captured = np.load(fidelity_dir(shared) / f"{pair}_in.npz")
     for got, key in zip(official_inputs(ir8, vis8), ("data_IR", "data_VIS", "VIS_Cr", "VIS_Cb")):
         assert got.dtype == np.float32
-        assert np.array_equal(got, captured[key].reshape(got.shape)), key
+        np.testing.assert_allclose(got, captured[key].reshape(got.shape), rtol=0, atol=1e-6, err_msg=key)
 
 
 @pytest.mark.parametrize("pair", PAIRS)
 def test_official_writer_reproduces_the_png(shared, pair, tmp_path):
-    """The official raw output through the writer gives the official PNG exactly, as cv2.imwrite would."""
+    """The official raw output through the writer gives the official PNG (bit-exact on the machine that made
+    it; OpenCV's float colour conversion is per-CPU SIMD code) and what cv2.imwrite stores, exactly."""
     ref_dir = fidelity_dir(shared)
     inputs = np.load(ref_dir / f"{pair}_in.npz")
     raw = np.load(ref_dir / f"{pair}_out.npy")
     png = cv2.imread(str(ref_dir / f"{pair}.png"), cv2.IMREAD_UNCHANGED)
     ours = official_png_values(raw[0, 0], inputs["VIS_Cr"][0, 0], inputs["VIS_Cb"][0, 0])
-    assert np.array_equal(ours, png)
+    levels = np.abs(ours.astype(np.int16) - png.astype(np.int16))
+    assert levels.max() <= 1 and (levels > 0).mean() <= 1e-3
     assert np.array_equal(ours, official_png(raw, inputs["VIS_Cr"], inputs["VIS_Cb"], tmp_path))
 
 
