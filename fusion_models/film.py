@@ -30,15 +30,26 @@ Without text (``text=None``) the official code fails; here the text is one all-z
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fusion_models.layers import (
+    apply_channel_matrix,
+    head_pair_order,
+    large_tensors_on_heap,
+    overwrite_ok,
+    paired_attention_matrix,
+    pointwise_conv,
+)
+from fusion_models.official_io import as_8bit, official_inference
 from fusion_models.registry import register_fusion_model
 from taskeval.errors import DataError
 
@@ -53,9 +64,9 @@ class _ChannelLayerNorm(nn.Module):
     """LayerNorm over the channels of each pixel of a ``(N,C,H,W)`` map (biased variance, eps 1e-5).
 
     Computed as mean, then variance of the centred values (two passes), like the official code:
-    ``nn.LayerNorm`` on CPU lost ~7x more float32 accuracy on these features (large mean, small
-    spread), enough to move the fused output by 1e-3. ``body`` only holds the affine parameters
-    (checkpoint keys ``norm*.body.weight/bias``).
+    ``nn.LayerNorm`` on CPU lost more float32 accuracy on these features (large mean, small spread). ``body`` only holds the affine parameters
+    (checkpoint keys ``norm*.body.weight/bias``). On channels-last maps both reductions run over
+    contiguous channels.
     """
 
     def __init__(self, dim: int):
@@ -63,50 +74,25 @@ class _ChannelLayerNorm(nn.Module):
         self.body = nn.LayerNorm(dim, eps=1e-5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = x.mean(dim=1, keepdim=True)
-        var = x.var(dim=1, keepdim=True, unbiased=False)
+        y = x - x.mean(dim=1, keepdim=True)
+        # Variance as the mean square of the centred values: the official ``x.var`` up to rounding, and
+        # 8x faster than its Welford kernel on 32 channels-last channels.
+        std = torch.sqrt(y.square().mean(dim=1, keepdim=True) + self.body.eps)
+        y = y.div_(std) if overwrite_ok() else y / std
         shape = (1, -1, 1, 1)
-        return (x - mean) / torch.sqrt(var + self.body.eps) * self.body.weight.view(shape) + self.body.bias.view(shape)
-
-
-_PIXEL_BLOCK = 4096
-"""Pixels per partial sum in the reductions over H*W (see :func:`_pixel_gram`)."""
-
-
-def _unit_over_pixels(x: torch.Tensor) -> torch.Tensor:
-    """``F.normalize(x, dim=-1)`` with the sum of squares done by ``torch.sum`` (cascade summation).
-
-    The ``vector_norm`` kernel behind ``F.normalize`` accumulated float32 almost sequentially on our
-    CPU: 1.5e-4 relative error over 307200 pixels of smooth image features.
-    """
-    return x / x.square().sum(dim=-1, keepdim=True).sqrt().clamp_min(1e-12)
-
-
-def _pixel_gram(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """``q @ k.transpose(-2, -1)`` for ``(..., C, P)`` inputs, summed over P in blocks of 4096 pixels.
-
-    With P = H*W large and the output tiny (C x C), BLAS kernels may accumulate the whole P-long dot
-    product in one float32 register: 9e-4 error for unit vectors over 640x480 on our CPU (MKL), which
-    the FILM network amplifies to 4e-3 in its output. Block partial sums bring this to ~1e-6, close to
-    exact arithmetic on any backend.
-    """
-    pixels = q.shape[-1]
-    if pixels <= _PIXEL_BLOCK:
-        return q @ k.transpose(-2, -1)
-    pad = -pixels % _PIXEL_BLOCK
-    blocks = (pixels + pad) // _PIXEL_BLOCK
-    # zero padding adds nothing to the sums
-    qb = F.pad(q, (0, pad)).unflatten(-1, (blocks, _PIXEL_BLOCK)).transpose(-3, -2)
-    kb = F.pad(k, (0, pad)).unflatten(-1, (blocks, _PIXEL_BLOCK)).transpose(-3, -2)
-    return (qb @ kb.transpose(-2, -1)).sum(dim=-3)
+        return torch.addcmul(self.body.bias.view(shape), y, self.body.weight.view(shape))
 
 
 class _ChannelSelfAttention(nn.Module):
     """Restormer MDTA: attention between channels (C/heads x C/heads per head), not between pixels.
 
     q, k are L2-normalised over the pixels, so the logits are cosine similarities scaled by a
-    learned per-head temperature; cost is linear in H*W. Both reductions over the pixels are done
-    in blocks (deliberate numerical difference from the official code, same arithmetic).
+    learned per-head temperature; cost is linear in H*W. The QKV projection's q, k channels are
+    reordered head by head so one Gram block per head, summed over the pixels in blocks
+    (:func:`fusion_models.layers.pixel_gram`: a deliberate numerical difference from the official
+    code, same arithmetic), gives all norms and products; attention and output projection are then
+    one (C, C) matrix applied to v with the residual added by the same call.
+    ``forward(x, residual)`` returns ``residual + attention(x)``.
     """
 
     def __init__(self, dim: int, num_heads: int):
@@ -116,16 +102,24 @@ class _ChannelSelfAttention(nn.Module):
         self.qkv = nn.Conv2d(dim, 3 * dim, kernel_size=1, bias=False)
         self.qkv_dwconv = nn.Conv2d(3 * dim, 3 * dim, kernel_size=3, padding=1, groups=3 * dim, bias=False)
         self.project_out = nn.Conv2d(dim, dim, kernel_size=1, bias=False)
+        self.register_buffer(
+            "_order", torch.tensor(head_pair_order(dim, num_heads) + list(range(2 * dim, 3 * dim))), persistent=False
+        )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = x.shape
-        q, k, v = self.qkv_dwconv(self.qkv(x)).reshape(n, 3, self.num_heads, c // self.num_heads, h * w).unbind(1)
-        logits = _pixel_gram(_unit_over_pixels(q), _unit_over_pixels(k)) * self.temperature
-        return self.project_out((logits.softmax(dim=-1) @ v).reshape(n, c, h, w))
+    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        dim = x.shape[1]
+        qkv = pointwise_conv(x, self.qkv.weight[self._order])
+        qkv = F.conv2d(qkv, self.qkv_dwconv.weight[self._order], padding=1, groups=3 * dim)
+        matrix = paired_attention_matrix(qkv[:, :2 * dim], self.temperature, self.num_heads,
+                                         self.project_out.weight[:, :, 0, 0])
+        return apply_channel_matrix(qkv[:, 2 * dim:], matrix, residual)
 
 
 class _GatedFeedForward(nn.Module):
-    """Restormer GDFN: 1x1 expand to 2*hidden, depth-wise 3x3, GELU(half) * other half, 1x1 back."""
+    """Restormer GDFN: 1x1 expand to 2*hidden, depth-wise 3x3, GELU(half) * other half, 1x1 back.
+
+    ``forward(x, residual)`` returns ``residual + GDFN(x)``.
+    """
 
     def __init__(self, dim: int, expansion: int):
         super().__init__()
@@ -134,9 +128,14 @@ class _GatedFeedForward(nn.Module):
         self.dwconv = nn.Conv2d(2 * hidden, 2 * hidden, kernel_size=3, padding=1, groups=2 * hidden, bias=False)
         self.project_out = nn.Conv2d(hidden, dim, kernel_size=1, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, value = self.dwconv(self.project_in(x)).chunk(2, dim=1)
-        return self.project_out(F.gelu(gate) * value)
+    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        h = F.conv2d(pointwise_conv(x, self.project_in.weight), self.dwconv.weight, padding=1,
+                     groups=self.dwconv.groups)
+        gate, value = h.chunk(2, dim=1)
+        gated = torch.ops.aten.gelu_(gate).mul(value) if overwrite_ok() else F.gelu(gate) * value
+        del h, gate, value
+        out = pointwise_conv(gated, self.project_out.weight)
+        return out.add_(residual) if overwrite_ok() else out + residual
 
 
 class _RestormerBlock(nn.Module):
@@ -150,8 +149,15 @@ class _RestormerBlock(nn.Module):
         self.ffn = _GatedFeedForward(dim, expansion)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.ffn(self.norm2(x))
+        x = self.attn(self.norm1(x), x)
+        return self.ffn(self.norm2(x), x)
+
+
+def _prelu(x: torch.Tensor, prelu: nn.PReLU) -> torch.Tensor:
+    """One-parameter PReLU of a fresh temporary: ``x`` if ``x > 0`` else ``a x`` (in place without autograd)."""
+    if overwrite_ok() and prelu.weight.numel() == 1:
+        return F.leaky_relu(x, prelu.weight.item(), inplace=True)
+    return prelu(x)
 
 
 class _ImageTokens(nn.Module):
@@ -163,8 +169,14 @@ class _ImageTokens(nn.Module):
         self.token_dim = token_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(self.conv(x), size=TOKEN_GRID, mode="nearest")
-        # Raw-memory chop, as the official code does: tokens straddle rows (384 = 1.5 * 256).
+        # A 1x1 convolution commutes with nearest resampling (both act pixel by pixel), so it runs on
+        # whichever grid is smaller: same values.
+        if x.shape[-2] * x.shape[-1] > TOKEN_GRID[0] * TOKEN_GRID[1]:
+            x = pointwise_conv(F.interpolate(x, size=TOKEN_GRID, mode="nearest"), self.conv.weight, self.conv.bias)
+        else:
+            x = F.interpolate(pointwise_conv(x, self.conv.weight, self.conv.bias), size=TOKEN_GRID, mode="nearest")
+        # Raw-memory chop of the (C, H, W) order, as the official code does: tokens straddle rows
+        # (384 = 1.5 * 256). A copy for channels-last maps.
         return x.reshape(x.shape[0], -1, self.token_dim)
 
 
@@ -215,15 +227,23 @@ class _TextGuidedBlock(nn.Module):
         )
         cross = self.cross_attentionA1 if side == "A" else self.cross_attentionA2
         n, _, h, w = x.shape
-        feat = restormer(prelu1(conv1(x)))
+        feat = restormer(_prelu(conv1(x), prelu1))
         tokens = to_tokens(feat)
         # One 256-vector per image (mean over the text tokens), L1-normalised: it re-weights the
         # 256 positions inside every image token.
         scale = F.normalize(cross(text, tokens).mean(dim=1, keepdim=True), p=1, dim=2)
         guided = (tokens * scale).reshape(n, self.token_channels, *TOKEN_GRID)
-        guided = F.interpolate(guided, size=(h, w), mode="nearest")
-        guided = prelu2(conv2(guided)) + feat
-        return prelu3(conv3(torch.cat((feat, guided), dim=1)))
+        guided = guided.contiguous(memory_format=torch.channels_last)
+        # 1x1 conv and PReLU act pixel by pixel, so they commute with the nearest resize: run them on
+        # the smaller grid (same values).
+        if h * w > TOKEN_GRID[0] * TOKEN_GRID[1]:
+            guided = _prelu(pointwise_conv(guided, conv2.weight, conv2.bias), prelu2)
+            guided = F.interpolate(guided, size=(h, w), mode="nearest")
+        else:
+            guided = F.interpolate(guided, size=(h, w), mode="nearest")
+            guided = _prelu(pointwise_conv(guided, conv2.weight, conv2.bias), prelu2)
+        guided = guided.add_(feat) if overwrite_ok() else guided + feat
+        return _prelu(pointwise_conv(torch.cat((feat, guided), dim=1), conv3.weight, conv3.bias), prelu3)
 
     def forward(self, ir: torch.Tensor, vis: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self._branch(ir, text, "A"), self._branch(vis, text, "B")
@@ -264,6 +284,9 @@ class FILM(nn.Module):
         self.restormer3 = _RestormerBlock(mid_channels)
         self.conv1 = nn.Conv2d(2 * mid_channels, mid_channels, kernel_size=1)
         self.conv2 = nn.Conv2d(mid_channels, 1, kernel_size=1)
+        # Channels-last weights make every convolution output channels-last: depth-wise convolutions
+        # and the per-pixel layer norms are several times faster on the CPU (same values).
+        self.to(memory_format=torch.channels_last)
 
     def forward(self, ir: torch.Tensor, vis_y: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
         """Fuse IR and visible luminance under text guidance.
@@ -295,13 +318,20 @@ class FILM(nn.Module):
             text = ir.new_zeros(ir.shape[0], 1, TEXT_DIM)
         elif text.ndim != 3 or text.shape[0] != ir.shape[0] or text.shape[1] < 1 or text.shape[2] != TEXT_DIM:
             raise ValueError(f"FILM text must be (N={ir.shape[0]}, L>=1, {TEXT_DIM}), got {tuple(text.shape)}")
+        if ir.shape[0] > 1 and ir.device.type == "cpu" and overwrite_ok():
+            # One image at a time on the CPU: same result (no layer mixes images), a batch's speed, and
+            # the memory of one image.
+            return torch.cat([self(ir[i:i + 1], vis_y[i:i + 1], text[i:i + 1]) for i in range(ir.shape[0])])
         text = self.text_process(text.to(device=ir.device, dtype=ir.dtype))
-        a, b = self.restormerca1(ir, vis_y, text)
-        a, b = self.restormerca2(a, b, text)
-        a, b = self.restormerca3(a, b, text)
-        x = self.conv1(self.restormer1(torch.cat((a, b), dim=1)))
-        x = self.restormer3(self.restormer2(x))
-        return torch.sigmoid(self.conv2(x))
+        with large_tensors_on_heap() if overwrite_ok() else contextlib.nullcontext():
+            a, b = self.restormerca1(ir, vis_y, text)
+            a, b = self.restormerca2(a, b, text)
+            a, b = self.restormerca3(a, b, text)
+            x = self.restormer1(torch.cat((a, b), dim=1))
+            del a, b
+            x = pointwise_conv(x, self.conv1.weight, self.conv1.bias)
+            x = self.restormer3(self.restormer2(x))
+            return torch.sigmoid(pointwise_conv(x, self.conv2.weight, self.conv2.bias))
 
 
 def load_text_embeddings(folder: str | os.PathLike, ids: Iterable[str]) -> torch.Tensor:
@@ -349,6 +379,66 @@ def load_text_embeddings(folder: str | os.PathLike, ids: Iterable[str]) -> torch
     return torch.from_numpy(np.stack(arrays))
 
 
+def official_grey(img8: np.ndarray) -> np.ndarray:
+    """``image_read_cv2(path, 'GRAY') / 255`` of the official ``data_process.py`` for an 8-bit file.
+
+    Args:
+        img8: (H,W) grey or (H,W,3) RGB uint8 file contents (``cv2.imread`` reads both as BGR).
+
+    Returns:
+        (H,W) float32: OpenCV's float ``BGR2GRAY``, ROUNDED to an integer grey level, / 255.
+    """
+    rgb = np.repeat(img8[..., None], 3, axis=2) if img8.ndim == 2 else img8
+    bgr = np.ascontiguousarray(rgb[..., ::-1]).astype(np.float32)
+    return np.round(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)) / 255.0
+
+
+def official_png_values(fused: torch.Tensor) -> np.ndarray:
+    """``test.py``'s writing of one raw output: min-max, x255, ``astype('uint8')`` (TRUNCATION), grey PNG.
+
+    Args:
+        fused: (H,W) float32 raw (sigmoid) output.
+
+    Returns:
+        (H,W) uint8.
+    """
+    x = (fused - fused.min()) / (fused.max() - fused.min())
+    return (x * 255).cpu().numpy().astype("uint8")
+
+
+def official_image(model: FILM, ir: torch.Tensor, vis: torch.Tensor, text: torch.Tensor | None = None) -> np.ndarray:
+    """``test.py`` end to end: what the official code writes.
+
+    Args:
+        model: a :class:`FILM` (run in eval mode; its mode is restored afterwards).
+        ir: (N,1,H,W) float32, exactly the 8-bit IR files / 255.
+        vis: (N,3,H,W) RGB float32, exactly the 8-bit visible files / 255.
+        text: (N,L,768) text features of each pair. The official code needs them; ``None`` runs the
+            port's text-free path (one all-zero token, see :meth:`FILM.forward`), which has no official
+            counterpart.
+
+    Returns:
+        (N,H,W) uint8 grey images, each fused on its own (batch 1) as the official loop does.
+
+    Raises:
+        ValueError: shapes that are not an IR/visible pair, or values that are not 8-bit / 255.
+    """
+    if ir.ndim != 4 or ir.shape[1] != 1 or vis.ndim != 4 or vis.shape[1] != 3 or \
+            ir.shape[0] != vis.shape[0] or ir.shape[-2:] != vis.shape[-2:]:
+        raise ValueError(f"FILM official_image: expected IR (N,1,H,W) and visible RGB (N,3,H,W), got "
+                         f"{tuple(ir.shape)} and {tuple(vis.shape)}")
+    ir8, vis8 = as_8bit(ir, "IR"), as_8bit(vis, "visible")
+    device = next(model.parameters()).device
+    out = np.empty((ir8.shape[0], *ir8.shape[-2:]), np.uint8)
+    with official_inference(model):
+        for k in range(ir8.shape[0]):
+            image_a = torch.from_numpy(official_grey(ir8[k, 0]))[None, None].to(device)
+            image_b = torch.from_numpy(official_grey(vis8[k].transpose(1, 2, 0)))[None, None].to(device)
+            fused = model(image_a, image_b, None if text is None else text[k:k + 1])
+            out[k] = official_png_values(fused[0, 0])
+    return out
+
+
 @register_fusion_model(
     "film",
     vis_input="y",
@@ -362,6 +452,7 @@ def load_text_embeddings(folder: str | os.PathLike, ids: Iterable[str]) -> torch
     weights_file="IVF.pth",
     description="text-guided fusion: text features steer Restormer branches via cross-attention; "
                 "text=None uses one all-zero token",
+    official_image=official_image,
 )
 def film() -> nn.Module:
     return FILM()

@@ -24,11 +24,13 @@ BatchNorm (batch statistics, running statistics updated).
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fusion_models.layers import BN_MODES, SampleNorm2d
+from fusion_models.layers import BN_MODES, SampleNorm2d, large_tensors_on_heap
 from fusion_models.registry import register_fusion_model
 from taskeval.errors import ConfigError
 
@@ -304,7 +306,10 @@ class IGNet(nn.Module):
         x_ir, x_vis = ir, vis[:, :1]
         if any(pad):
             x_ir, x_vis = F.pad(x_ir, pad, mode="replicate"), F.pad(x_vis, pad, mode="replicate")
-        fused = self.graph(self.inf_conv(x_ir), self.vis_conv(x_vis))
+        # Inference serves the large maps from the heap (fresh pages for each cost as much as the
+        # arithmetic on our machines; see fusion_models.layers.large_tensors_on_heap).
+        with large_tensors_on_heap() if not torch.is_grad_enabled() else contextlib.nullcontext():
+            fused = self.graph(self.inf_conv(x_ir), self.vis_conv(x_vis))
         return fused[..., :h, :w]
 
 
