@@ -31,7 +31,8 @@ Official inference (``test_gray.py``) = :func:`official_image` (what ``taskeval 
 * Output (:func:`official_postprocess`): the tanh output min-max normalised per image, ``x255``,
   **truncated** to uint8 (``ToPILImage``) and saved as a **grey** PNG (the authors recolour in MATLAB).
   ``taskeval fuse`` writes that grey image; the task networks get it recoloured with the visible chroma
-  by the harness (:func:`fusion_models.official_io.recolor_8bit`, see :mod:`taskeval.fusedset`).
+  by the harness, its luminance kept (:func:`taskeval.fusing.recolor_keep_luminance`, see
+  :mod:`taskeval.fusedset`).
 
 The float path (``apply_fusion``, joint training, ``--io float``) passes the float BT.601 luma
 (:func:`taskeval.color.luminance`, up to half a grey level from Pillow's), min-max normalises the same

@@ -3,8 +3,7 @@
 ``official_image`` replays an official test script from the harness's float inputs; these helpers
 recover the 8-bit files those inputs came from, run a model the way official scripts do, and hold the
 readers, colour conversions and writers that several official scripts share (each written once here,
-used by the ports that follow it). :func:`recolor_8bit` is also the harness's recolouring of grey
-official images (:mod:`taskeval.fusedset`).
+used by the ports that follow it).
 """
 
 from __future__ import annotations
@@ -147,10 +146,11 @@ def recolor_8bit(y8: np.ndarray, rgb8: np.ndarray) -> np.ndarray:
     """An 8-bit luminance with the chroma of an 8-bit RGB image, through OpenCV's integer YCrCb.
 
     ``Cr``/``Cb`` of ``rgb8`` by OpenCV ``RGB2YCrCb`` (BT.601, rounded to 8 bits), merged with ``y8``, back
-    with ``YCrCb2RGB`` (fixed point, rounded, saturated to 0..255). This is TarDAL's official colour step
-    (``fuse.py --color``, which does it on BGR arrays: the same integer arithmetic), and the harness's
-    recolouring of grey official images for the task networks. Saturation moves the luminance of
-    pixels whose ``Y`` and chroma leave the RGB cube (dark or bright saturated colours).
+    with ``YCrCb2RGB`` (fixed point, rounded, saturated to 0..255): TarDAL's official colour step
+    (``fuse.py --color``, which does it on BGR arrays: the same integer arithmetic). Saturation moves the
+    luminance of pixels whose ``Y`` and chroma leave the RGB cube (dark or bright saturated colours); the
+    harness's recolouring of grey official images avoids that
+    (:func:`taskeval.fusing.recolor_keep_luminance`).
 
     Args:
         y8: (H,W) uint8 luminance.

@@ -82,7 +82,7 @@ class BenchmarkConfig:
         cache: fusion cache folder (default ``RUN/fused``).
         launcher: launcher settings (``slurm: {...}``; see ``taskeval benchmark --launcher``).
         io: how ports make their images (:mod:`taskeval.fusing`): ``"official"`` (default; the official
-            test script's 8-bit image, a grey one recoloured with the visible chroma in 8 bits for the
+            test script's 8-bit image, a grey one recoloured with the visible chroma (luminance kept) for the
             task networks) or ``"float"`` (the harness's float pipeline, rounded once). Methods without
             official code use the float pipeline either way. Recorded in the cells of ports.
     """

@@ -15,9 +15,9 @@ What is cached and what the task networks read (:mod:`taskeval.fusing`):
   pipeline rounded to 8 bits. ``taskeval fuse --out`` exports exactly these (:func:`export_written`),
   so they can be compared with the official code's files;
 * the PNGs exported beside it (``FusedSet.paths``; ultralytics reads files) are what the task networks
-  read: the written image, with a grey official image recoloured with the visible chroma in 8 bits
-  (:func:`taskeval.fusing.task_image`), a pure function of the cached image and the visible file, so
-  the cache holds one copy of each image and the recolouring is one function. The ``FusedSet`` says
+  read: the written image, with a grey official image recoloured with the visible chroma, its
+  luminance kept (:func:`taskeval.fusing.task_image`), a pure function of the cached image and the
+  visible file, so the cache holds one copy of each image and the recolouring is one function. The ``FusedSet`` says
   which in ``meta["io"]`` and ``meta["io_note"]``; the runner puts the note on every row of the method.
 
 ``precomputed_set`` wraps a folder of fused images made by external code; missing, extra or mis-sized
@@ -198,8 +198,8 @@ def fuse_split(ds: PairedDataset, method: str, cache_dir: str | Path, weights: s
         model: an already built model (joint training); its state is hashed into the key.
         text_dir: per-image text embeddings ``<id>.npy`` for methods with ``needs_text``.
         io: ``"official"`` (default): a method with an official script writes that script's 8-bit image
-            (``spec.official_image``; a grey one is recoloured with the visible chroma in 8 bits for
-            the task networks, see the module docstring); ``"float"``: the harness's float pipeline
+            (``spec.official_image``; a grey one is recoloured with the visible chroma for the task
+            networks, its luminance kept, see the module docstring); ``"float"``: the harness's float pipeline
             (:func:`taskeval.fusing.apply_fusion`, rounded). Methods without an official script use the
             float pipeline under either.
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -29,11 +30,12 @@ from PIL import Image
 from tolerances import PORT_PNG_MIN_SHARE, assert_png_close, png_diff_summary
 
 from fusion_models import create_fusion_model, get_fusion_spec, tardal
-from fusion_models.official_io import as_8bit, recolor_8bit
+from fusion_models.official_io import as_8bit
 from taskeval.cli.main import main
 from taskeval.data import PairedDataset
 from taskeval.data.card import parse_card
 from taskeval.fusedset import fuse_split
+from taskeval.fusing import recolor_keep_luminance
 from taskeval.imageio import gray_to_tensor, read_gray, read_rgb, rgb_to_tensor
 
 OFFICIAL_IDS = ("00004N", "00016N", "00032N", "00047N", "00091D", "00107D", "00119D", "00135D",
@@ -124,7 +126,7 @@ def test_tardal_variants_fuse_as_the_official_eval_run(shared, tmp_path, variant
 
 def test_grey_official_images_recoloured_for_the_task_networks_only(shared, tmp_path):
     """MLFuse's official output is grey: ``fuse --out`` writes it grey, the task networks read it recoloured
-    with the visible chroma in 8 bits, and the note says so."""
+    with the visible chroma, its luminance kept, and the note says so."""
     root = tmp_path / "crop"
     src = shared / "data" / "msrs_det"
     for sub, read in (("ir", read_gray), ("vi", read_rgb)):
@@ -143,28 +145,40 @@ def test_grey_official_images_recoloured_for_the_task_networks_only(shared, tmp_
     fused = fuse_split(ds, "mlfuse", tmp_path / "cache", weights=str(shared / "weights/MLFuse/model_fuse.pth"),
                        progress=False)
     assert fused.meta["computed"] == 0 and fused.meta["io"] == "official"  # the command's cache entry
-    assert fused.meta["io_note"] == "official 8-bit grey output, recoloured with the visible chroma (8-bit YCrCb)"
+    assert fused.meta["io_note"] == "official 8-bit grey output, recoloured with the visible chroma (luminance kept)"
     vis8 = np.array(Image.open(root / "vi" / "00016N.png"))
     task = np.array(Image.open(fused.paths["00016N"]))
-    assert np.array_equal(task, recolor_8bit(written, vis8))
+    assert np.array_equal(task, recolor_keep_luminance(written, vis8))
+    assert np.abs(cv2.cvtColor(task, cv2.COLOR_RGB2GRAY).astype(int) - written).max() <= 1
     model = create_fusion_model("mlfuse", weights=str(shared / "weights/MLFuse/model_fuse.pth"))
     ir = gray_to_tensor(read_gray(root / "ir" / "00016N.png"))
     vis = rgb_to_tensor(read_rgb(root / "vi" / "00016N.png"))
     assert np.array_equal(written, get_fusion_spec("mlfuse").official_image(model, ir, vis)[0])
 
 
-def test_recolor_8bit_keeps_the_luminance_inside_the_rgb_cube():
+def test_recolouring_keeps_the_luminance_and_the_visible_chroma():
     rng = np.random.default_rng(0)
-    y8 = rng.integers(0, 256, (16, 24), dtype=np.uint8)
-    grey = np.repeat(rng.integers(0, 256, (16, 24, 1), dtype=np.uint8), 3, axis=2)
-    assert np.array_equal(recolor_8bit(y8, grey), np.repeat(y8[..., None], 3, axis=2))  # no chroma: exact
-    vis = rng.integers(60, 196, (16, 24, 3), dtype=np.uint8)     # mild colours, mid luminance: no saturation
-    y_mid = rng.integers(100, 156, (16, 24), dtype=np.uint8)
-    rgb = recolor_8bit(y_mid, vis).astype(np.float64)
+    y8 = rng.integers(0, 256, (32, 48), dtype=np.uint8)
+    grey = np.repeat(rng.integers(0, 256, (32, 48, 1), dtype=np.uint8), 3, axis=2)
+    assert np.array_equal(recolor_keep_luminance(y8, grey), np.repeat(y8[..., None], 3, axis=2))  # no chroma
+    vis = rng.integers(0, 256, (32, 48, 3), dtype=np.uint8)  # saturated colours on dark and bright pixels too
+    rgb = recolor_keep_luminance(y8, vis).astype(np.float64)
     luma = 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
-    assert np.abs(luma - y_mid).max() <= 1.5       # 8-bit chroma and three roundings
+    assert np.abs(luma - y8).max() <= 0.5 + 1e-9               # three channels rounded by at most half a level
+    # where Y + the visible colour offsets stay inside the RGB cube, they are added unchanged (an independent
+    # check through the YCbCr recolouring of taskeval.color, whose rounded coefficients differ by < 0.2%)
+    from taskeval.color import recolor
+
+    float_rgb = recolor(torch.from_numpy(y8 / 255.0)[None, None], torch.from_numpy(vis / 255.0).permute(2, 0, 1)[None])
+    float_rgb = float_rgb[0].permute(1, 2, 0).numpy() * 255
+    inside = ((float_rgb > 0.5) & (float_rgb < 254.5)).all(axis=-1)
+    assert inside.mean() > 0.2 and np.abs(rgb - float_rgb)[inside].max() <= 1.0
+    # outside, the colour is desaturated, never reversed: each channel moves from Y towards the visible offset
+    offsets = vis - (0.299 * vis[..., :1] + 0.587 * vis[..., 1:2] + 0.114 * vis[..., 2:])
+    moved = rgb - y8[..., None]
+    assert (moved * offsets >= -0.5 * np.abs(offsets)).all() and (np.abs(moved) <= np.abs(offsets) + 0.5).all()
     with pytest.raises(ValueError, match="uint8"):
-        recolor_8bit(y_mid.astype(np.float32), vis)
+        recolor_keep_luminance(y8.astype(np.float32), vis)
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +219,7 @@ def test_io_float_gives_the_float_pipeline_and_another_cache_entry(synth, tmp_pa
     for k, sid in enumerate(synth.ids):
         assert np.array_equal(np.array(Image.open(float_set.paths[sid])), today[k])
         vis8 = np.rint(pairs[k][1] * 255).astype(np.uint8)
-        task = written[k] if written[k].ndim == 3 else recolor_8bit(written[k], vis8)
+        task = written[k] if written[k].ndim == 3 else recolor_keep_luminance(written[k], vis8)
         assert np.array_equal(np.array(Image.open(official.paths[sid])), task)
 
 
@@ -221,8 +235,6 @@ def test_official_io_refuses_images_that_are_not_8bit(tmp_path):
     for sub in ("ir", "vi"):
         (root / sub).mkdir(parents=True)
     rng = np.random.default_rng(1)
-    import cv2
-
     cv2.imwrite(str(root / "ir" / "a.png"), rng.integers(0, 65536, (24, 32), dtype=np.uint16))
     cv2.imwrite(str(root / "vi" / "a.png"), rng.integers(0, 65536, (24, 32, 3), dtype=np.uint16))
     card = parse_card({"name": "sixteen", "format": "folders", "root": str(root), "options": {"ir": "ir", "vis": "vi"}},

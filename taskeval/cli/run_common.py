@@ -35,8 +35,8 @@ def add_execution_options(p, threads_help: str | None = None, device_default: st
 
 
 IO_HELP = ("how ports make their images: 'official' (default) the official test script's 8-bit image (its "
-           "truncation, min-max, colour round trip; a grey one recoloured with the visible chroma in 8 bits for "
-           "the task networks), 'float' the harness's float pipeline rounded once (today's images before "
+           "truncation, min-max, colour round trip; a grey one recoloured with the visible chroma for the task "
+           "networks, its luminance kept), 'float' the harness's float pipeline rounded once (today's images before "
            "io existed); methods without official code use the float pipeline either way")
 
 
