@@ -36,8 +36,8 @@ def add_execution_options(p, threads_help: str | None = None, device_default: st
 
 IO_HELP = ("how ports make their images: 'official' (default) the official test script's 8-bit image (its "
            "truncation, min-max, colour round trip; a grey one recoloured with the visible chroma for the task "
-           "networks, its luminance kept), 'float' the harness's float pipeline rounded once (today's images before "
-           "io existed); methods without official code use the float pipeline either way")
+           "networks, its luminance kept), 'float' the harness's float pipeline rounded once (what taskeval wrote "
+           "before io existed); methods without official code use the float pipeline either way")
 
 
 def add_io_option(p, default: str | None = "official") -> None:
