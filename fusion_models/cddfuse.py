@@ -46,7 +46,7 @@ from torch import nn
 
 # FILM's blocked reductions over the pixels (see transposed_attention); one implementation for all ports.
 from fusion_models.film import _pixel_gram, _unit_over_pixels
-from fusion_models.registry import register_fusion_model
+from fusion_models.registry import VERIFIED_RANDOM_WEIGHTS, register_fusion_model
 
 # Top-level keys of the official checkpoint, in the order test_IVF.py loads them.
 CHECKPOINT_KEYS = ("DIDF_Encoder", "DIDF_Decoder", "BaseFuseLayer", "DetailFuseLayer")
@@ -457,6 +457,7 @@ def official_image(model: nn.Module, ir: torch.Tensor, vis: torch.Tensor, text=N
     description="Restormer encoder, Lite-Transformer base / INN detail branches, decoder adds the visible "
                 f"input; official weights: {WEIGHTS_URL}",
     official_image=official_image,
+    verified=VERIFIED_RANDOM_WEIGHTS,
 )
 def cddfuse() -> nn.Module:
     return CDDFuse()

@@ -57,7 +57,7 @@ from PIL import Image
 from torch import nn
 
 from fusion_models.official_io import as_8bit, official_inference
-from fusion_models.registry import register_fusion_model
+from fusion_models.registry import VERIFIED_OFFICIAL_WEIGHTS, register_fusion_model
 from fusion_models.weights import read_checkpoint
 from taskeval.errors import WeightsError
 
@@ -283,6 +283,7 @@ def official_image(model: DIDFuse, ir: torch.Tensor, vis: torch.Tensor, text=Non
     weights_file="Encoder.pkl",
     description="auto-encoder splitting base and detail features; the four feature pairs summed; output grey",
     official_image=official_image,
+    verified=VERIFIED_OFFICIAL_WEIGHTS,
     weight_files=lambda path: DIDFuse.weight_files(path),
 )
 def didfuse() -> nn.Module:

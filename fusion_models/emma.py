@@ -47,7 +47,7 @@ from fusion_models.cddfuse import (
     official_grey_inputs,
     official_png,
 )
-from fusion_models.registry import register_fusion_model
+from fusion_models.registry import VERIFIED_RANDOM_WEIGHTS, register_fusion_model
 
 CHANNELS = (8, 16, 32, 32)
 TILE_MULTIPLE = 32
@@ -230,6 +230,7 @@ def official_image(model: nn.Module, ir: torch.Tensor, vis: torch.Tensor, text=N
                 f"pseudo-sensing; sides not multiples of 32 run as four corner crops; official weights: "
                 f"{WEIGHTS_URL}",
     official_image=official_image,
+    verified=VERIFIED_RANDOM_WEIGHTS,
 )
 def emma() -> nn.Module:
     return EMMA()

@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fusion_models.official_io import as_8bit, official_inference
-from fusion_models.registry import register_fusion_model
+from fusion_models.registry import VERIFIED_OFFICIAL_WEIGHTS, register_fusion_model
 from taskeval.color import luminance
 
 FEATURES = 64
@@ -195,6 +195,7 @@ def official_grey(raw: torch.Tensor) -> np.ndarray:
     weights_file="IFCNN-MAX.pth",
     description="ResNet-101 conv1 features, elementwise-max fusion, two conv blocks; official output grey",
     official_image=official_image,
+    verified=VERIFIED_OFFICIAL_WEIGHTS,
 )
 def ifcnn() -> nn.Module:
     return IFCNN()

@@ -20,20 +20,41 @@ per-channel mean and biased variance over H, W (identical to train-mode BatchNor
 so batched inference equals the official per-image output. ``bn_mode="running"`` uses the stored
 running statistics instead (ordinary ``eval()`` BatchNorm). In training mode both are ordinary
 BatchNorm (batch statistics, running statistics updated).
+
+Official inference (``test.py``) = :func:`official_image` (what ``taskeval fuse`` writes by default):
+the visible RGB and the IR (OpenCV grey) ``/255`` in float32; ``RGB2YCrCb`` (float BT.601, no clamp,
+channels last in memory: :func:`fusion_models.official_io.ycrcb_of_rgb`); the network gets the
+YCrCb tensor (channel 0 used) and the IR; the raw fused Y is recoloured with the visible Cr/Cb as one
+3x3 matrix product, clamped to [0,1], min-max normalised over the whole RGB image, ``x255`` and
+**truncated** to uint8 (:func:`official_postprocess`). Output: an RGB PNG. The float path
+(``apply_fusion``, ``normalize="minmax_rgb"``, ``--io float``) does the same in float but **rounds**:
+0 or +1 grey level from the official PNG.
+
+Fidelity (``shared/reference/fidelity/IGNet``, the official code on a random checkpoint in the official
+layout, ``tests/test_port_ignet.py``): raw output within 1e-4 (the official code against itself: 3e-5);
+:func:`official_image` within 1 grey level of the official PNG, equal on all but ~0.1% of the pixels.
 """
 
 from __future__ import annotations
 
 import contextlib
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from fusion_models.layers import BN_MODES, SampleNorm2d, large_tensors_on_heap
-from fusion_models.registry import register_fusion_model
+from fusion_models.official_io import (
+    as_8bit,
+    check_official_pair,
+    minmax_truncate,
+    official_inference,
+    rgb_of_ycrcb,
+    ycrcb_of_rgb,
+)
+from fusion_models.registry import VERIFIED_RANDOM_WEIGHTS, register_fusion_model
 from taskeval.errors import ConfigError
-
 
 # Geometry of the official network (CGR defaults): channels of the three encoder scales, channel
 # reduction of the graph nodes, dilations of the three nodes, graph iterations, decoder widths.
@@ -313,6 +334,60 @@ class IGNet(nn.Module):
         return fused[..., :h, :w]
 
 
+def official_inputs(ir8: np.ndarray, vis8: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """``dataset.py`` + ``RGB2YCrCb`` of ``test.py`` for one pair.
+
+    Args:
+        ir8: (H,W) uint8 IR file (``cv2.imread(path, 0)``); vis8: (H,W,3) uint8 RGB visible file.
+
+    Returns:
+        ``(image_ir, image_vis)``: (1,1,H,W) float32 and the (1,3,H,W) (Y, Cr, Cb) tensor the official
+        network receives (channels last in memory; only channel 0 is used).
+    """
+    image_ir = torch.from_numpy(ir8.astype(np.float32) / 255.0)[None, None]
+    image_vis = torch.from_numpy(np.ascontiguousarray(vis8.transpose(2, 0, 1)).astype(np.float32) / 255.0)[None]
+    return image_ir, ycrcb_of_rgb(image_vis, clamp=False)
+
+
+def official_postprocess(net: torch.Tensor, image_vis: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """``test.py``'s output step: fused Y + visible Cr/Cb -> RGB, clamp, global min-max, x255, truncate.
+
+    Args:
+        net: (1,1,H,W) raw fused Y.
+        image_vis: (1,3,H,W) (Y, Cr, Cb) of :func:`official_inputs`.
+
+    Returns:
+        ``(scaled, png)``: (H,W,3) float32 in 0..255 before the cast, and the (H,W,3) uint8 RGB written.
+    """
+    fused = torch.cat([net.detach().cpu().reshape(image_vis[:, :1].shape), image_vis[:, 1:]], dim=1)
+    rgb = rgb_of_ycrcb(fused).clamp(0.0, 1.0)[0].permute(1, 2, 0).numpy()
+    return minmax_truncate(rgb)
+
+
+def official_image(model: IGNet, ir: torch.Tensor, vis: torch.Tensor, text=None) -> np.ndarray:
+    """``test.py`` end to end (batch size 1, its default): what the official code writes.
+
+    Args:
+        model: an :class:`IGNet` (run in eval mode, i.e. its ``bn_mode``: ``"instance"`` is the official
+            train-mode BatchNorm at batch 1; its mode is restored afterwards).
+        ir: (N,1,H,W) float32, exactly the 8-bit IR files / 255.
+        vis: (N,3,H,W) RGB float32, exactly the 8-bit visible files / 255.
+        text: unused.
+
+    Returns:
+        (N,H,W,3) uint8 RGB images, each fused on its own.
+    """
+    check_official_pair(ir, vis, "IGNet")
+    ir8, vis8 = as_8bit(ir, "IR"), as_8bit(vis, "visible")
+    device = next(model.parameters()).device
+    out = np.empty((ir8.shape[0], *ir8.shape[-2:], 3), np.uint8)
+    with official_inference(model):
+        for k in range(ir8.shape[0]):
+            image_ir, image_vis = official_inputs(ir8[k, 0], vis8[k].transpose(1, 2, 0))
+            out[k] = official_postprocess(model(image_ir.to(device), image_vis.to(device)), image_vis)[1]
+    return out
+
+
 @register_fusion_model(
     "ignet",
     vis_input="y",
@@ -325,6 +400,8 @@ class IGNet(nn.Module):
     url="https://github.com/lok-18/IGNet",
     weights_file="IGNet.pth",
     description="CNN encoders + cross-modality graph reasoning (ConvGRU); BatchNorm per sample at inference",
+    official_image=official_image,
+    verified=VERIFIED_RANDOM_WEIGHTS,
 )
 def ignet(bn_mode: str = "instance") -> nn.Module:
     return IGNet(bn_mode=bn_mode)

@@ -16,34 +16,44 @@ Each branch also has a 1x1 auxiliary head (``ouc_edge`` / ``ouc_cda``) whose tan
 training losses use; :meth:`MLFuse.forward_with_aux` returns them, the fused image does not depend
 on them.
 
-Official inference (``test_gray.py``), and how the harness path differs from it:
+Official inference (``test_gray.py``) = :func:`official_image` (what ``taskeval fuse`` writes by default):
 
 * Input order: the official ``model(img1, img2)`` takes the **visible** image as ``img1`` (edge
   branch) and the **IR** image as ``img2`` (saliency branch), as in training; ours is
   ``forward(ir, vis_y)`` and maps the order inside. (The official batch script derives the order
   from a Python ``set``, so it may flip between runs; swapping changes the output by up to 87 grey
   levels.)
-* Visible luminance: the official code reads both images with Pillow ``convert('L')``: integer
-  BT.601 luma (``(19595 R + 38470 G + 7471 B + 2^15) >> 16``) for the visible image. The harness
-  passes the float BT.601 luma (:func:`taskeval.color.luminance`), up to half a grey level apart.
+* Read: both images with Pillow ``convert('L')`` (integer BT.601 luma ``(19595 R + 38470 G + 7471 B +
+  2^15) >> 16`` for the visible image, :func:`fusion_models.official_io.pillow_luma`), ``ToTensor``
+  (/255 in float32).
 * BatchNorm: the official script calls ``model.eval()`` (stored running statistics); this port uses
   ordinary BatchNorm, so its eval mode (what ``create_fusion_model`` returns) is the official behaviour.
-* Output: the official code min-max normalises the tanh output per image, multiplies by 255,
-  **truncates** to uint8 and saves a **grey** PNG (the authors recolour in MATLAB). The harness
-  (``normalize="minmax_y"``) min-max normalises the same way, recolours with the visible chroma
-  (the spec's default ``recolor=True``, like every luminance method) and **rounds** to uint8. With
-  recolouring off, the harness output is at most 2 grey levels from the official PNG on the 13
-  reference pairs, 0.31-0.67 on average (``tests/test_port_official_weights.py``); the raw network
-  output with the official inputs matches to ~2e-6.
+* Output (:func:`official_postprocess`): the tanh output min-max normalised per image, ``x255``,
+  **truncated** to uint8 (``ToPILImage``) and saved as a **grey** PNG (the authors recolour in MATLAB).
+  ``taskeval fuse`` writes that grey image; the task networks get it recoloured with the visible chroma
+  by the harness, its luminance kept (:func:`taskeval.fusing.recolor_keep_luminance`, see
+  :mod:`taskeval.fusedset`).
+
+The float path (``apply_fusion``, joint training, ``--io float``) passes the float BT.601 luma
+(:func:`taskeval.color.luminance`, up to half a grey level from Pillow's), min-max normalises the same
+way, recolours with the visible chroma in float (the spec's default ``recolor=True``) and **rounds** to
+uint8. Its luminance (recolouring off) is at most 2 grey levels from the official PNG on the 13
+reference pairs, 0.31-0.67 on average, with up to 0.7% of the pixels off by 2.
+
+Fidelity with ``model_fuse.pth`` (``shared/reference/MLFuse``, 13 pairs, ``tests/test_port_official_weights.py``):
+raw output with the official inputs within ~2e-6; :func:`official_image` within 1 grey level of the
+official PNG on every pixel, equal on all but 4-380 pixels per image (at most 0.12%).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fusion_models.registry import register_fusion_model
+from fusion_models.official_io import as_8bit, check_official_pair, official_inference, pillow_luma
+from fusion_models.registry import VERIFIED_OFFICIAL_WEIGHTS, register_fusion_model
 
 FEATURES = 32
 # EdgNet shrinks its input with a stride-2 3x3 conv then a 7x7/3 max-pool: 15 is the smallest side
@@ -264,6 +274,59 @@ class MLFuse(nn.Module):
         return fused, aux
 
 
+def official_inputs(ir8: np.ndarray, vis8: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """``utils.load_img`` of one pair: Pillow ``convert('L')`` and ``ToTensor`` (/255 in float32).
+
+    Args:
+        ir8: (H,W) uint8 IR file (``convert('L')`` leaves a grey file unchanged); vis8: (H,W,3) uint8 RGB.
+
+    Returns:
+        ``(ir, vis_y)``, each (1,1,H,W) float32.
+    """
+    def to_tensor(grey: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(grey)).float().div(255)[None, None]
+
+    return to_tensor(ir8), to_tensor(pillow_luma(vis8))
+
+
+def official_postprocess(net: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """``utils.test_gray``'s output step: per-image min-max, ``ToPILImage`` (x255, truncate).
+
+    Args:
+        net: (1,1,H,W) or (H,W) raw tanh output.
+
+    Returns:
+        ``(scaled, png)``: (H,W) float32 in 0..255 before the cast, and the (H,W) uint8 grey image written.
+    """
+    h, w = net.shape[-2:]
+    net = net.detach().cpu().reshape(h, w)
+    normalised = (net - net.min()) / (net.max() - net.min())
+    return normalised.mul(255).numpy(), normalised.mul(255).byte().numpy()
+
+
+def official_image(model: MLFuse, ir: torch.Tensor, vis: torch.Tensor, text=None) -> np.ndarray:
+    """``test_gray.py`` end to end: what the official code writes.
+
+    Args:
+        model: an :class:`MLFuse` (run in eval mode; its mode is restored afterwards).
+        ir: (N,1,H,W) float32, exactly the 8-bit IR files / 255.
+        vis: (N,3,H,W) RGB float32, exactly the 8-bit visible files / 255.
+        text: unused.
+
+    Returns:
+        (N,H,W) uint8 grey images, each fused on its own (batch 1) as the official loop does.
+    """
+    check_official_pair(ir, vis, "MLFuse")
+    ir8, vis8 = as_8bit(ir, "IR"), as_8bit(vis, "visible")
+    device = next(model.parameters()).device
+    out = np.empty((ir8.shape[0], *ir8.shape[-2:]), np.uint8)
+    with official_inference(model):
+        for k in range(ir8.shape[0]):
+            img_ir, img_vis = official_inputs(ir8[k, 0], vis8[k].transpose(1, 2, 0))
+            out[k] = official_postprocess(model(img_ir.to(device), img_vis.to(device)))[1]
+    return out
+
+
 @register_fusion_model(
     "mlfuse",
     vis_input="y",
@@ -275,7 +338,9 @@ class MLFuse(nn.Module):
     licence="none stated",
     url="https://github.com/jialei-sc/MLFuse",
     weights_file="model_fuse.pth",
-    description="edge-guided, cross-modal knowledge and spatial-spectral branches, aggregated",
+    description="edge-guided, cross-modal knowledge and spatial-spectral branches, aggregated; official output grey",
+    official_image=official_image,
+    verified=VERIFIED_OFFICIAL_WEIGHTS,
 )
 def mlfuse() -> nn.Module:
     return MLFuse()

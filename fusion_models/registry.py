@@ -61,6 +61,10 @@ class FusionSpec:
             to follow (classic fusions, plug-ins) and the harness's float path is used.
         weight_files: ``fn(path) -> [paths]``, every file a weights path reads (DIDFuse's encoder and
             decoder are two files); None: the path alone. Keys hash all of them.
+        verified: what the port's outputs are verified against, shown by ``taskeval models``:
+            :data:`VERIFIED_OFFICIAL_WEIGHTS` (the official outputs with the official weights),
+            :data:`VERIFIED_RANDOM_WEIGHTS` (the official code's outputs on a random checkpoint in the
+            official layout), ``""`` (no official code to compare with), or a sentence where neither fits.
     """
 
     name: str
@@ -79,11 +83,16 @@ class FusionSpec:
     default_kwargs: dict = field(default_factory=dict, compare=False)
     official_image: Callable | None = field(default=None, repr=False, compare=False)
     weight_files: Callable | None = field(default=None, repr=False, compare=False)
+    verified: str = ""
 
     @property
     def learned(self) -> bool:
         return self.trainable
 
+
+# FusionSpec.verified: what a port's outputs were compared with (tests/test_port_*.py).
+VERIFIED_OFFICIAL_WEIGHTS = "official weights"
+VERIFIED_RANDOM_WEIGHTS = "official code, random weights"
 
 FUSION_MODELS: Registry[FusionSpec] = Registry(
     "fusion model", entry_point_group="taskeval.fusion_models", builtin_modules=BUILTIN_MODULES

@@ -14,21 +14,25 @@ Data flow (any ``H, W >= 1``; stride 1 everywhere, output the input size)::
 Each ``rgbd`` block (gradient residual dense block) adds a dense path (two 3x3 convs, 1x1 down) and
 a gradient path (learnable depthwise Sobel magnitude ``|Gx| + |Gy|``, 1x1 up).
 
-Official inference (``test.py``), and how the harness path differs from it:
+Official inference (``test.py``) = :func:`official_image` (what ``taskeval fuse`` writes by default):
 
 * Input order: the official ``forward(image_vis, image_ir)`` takes the visible image first; ours is
   ``forward(ir, vis_y)`` (IR first, like every taskeval model) and maps the order inside.
-* Visible luminance: float BT.601 ``Y = .299 R + .587 G + .114 B`` on [0,1] RGB, clamped to [0,1] in
-  the official code. :func:`taskeval.color.luminance` computes the same expression; the clamp never
-  acts on [0,1] input, so this path is identical.
-* Post-processing: the official script recolours with the visible Cr/Cb (clamped to [0,1], which also
-  never acts: ``|Cr - .5|, |Cb - .5| < .5`` for RGB in [0,1]), clamps RGB to [0,1], min-max normalises
-  over all three channels of the image, multiplies by 255 and **truncates** to uint8. The harness
-  (``normalize="minmax_rgb"``) does the same in float but ``tensor_to_uint8`` **rounds**, so harness
-  PNGs are 0 or 1 grey level above the official ones (measured on 13 reference pairs: never below,
-  never more than 1; the raw network output matches to ~1e-6).
-* The official recolouring is a 3x3 matrix product; the harness evaluates the same formulas
-  channel by channel (differences of float rounding only).
+* Read: visible as RGB, IR as L, both ``/255`` in float32 (the harness's inputs are exactly these).
+* Visible luminance: float BT.601 ``Y = .299 R + .587 G + .114 B`` on [0,1] RGB, with Cr, Cb, each
+  clamped to [0,1] (:func:`fusion_models.official_io.ycrcb_of_rgb`; the clamp never acts on [0,1] input).
+* Post-processing (:func:`official_postprocess`): recolour with the visible Cr/Cb as one 3x3 matrix
+  product, clamp RGB to [0,1], min-max over all three channels of the image, ``x255`` and **truncate**
+  to uint8. Output: an RGB PNG.
+
+The float path (``apply_fusion``, joint training, ``--io float``): :func:`taskeval.color.luminance` is the
+same expression as the official Y; ``normalize="minmax_rgb"`` recolours channel by channel, min-max
+normalises the same way and ``tensor_to_uint8`` **rounds** instead of truncating, so its PNGs are 0 or
+1 grey level above the official ones (13 reference pairs: never below, never more than 1).
+
+Fidelity with ``SeAFusion.pth`` (``shared/reference/SeAFusion``, 13 pairs, ``tests/test_port_official_weights.py``):
+raw output within ~1e-6 of the official one; :func:`official_image` within 1 grey level of the official
+PNG on every pixel, equal on all but 10-134 pixels per image.
 
 BatchNorm: ``decode1..4`` each own a BatchNorm2d that is in the official state dict but never applied
 in the forward pass; they are kept (unused) only so that official checkpoints load strictly, and
@@ -37,11 +41,22 @@ train/eval mode does not change the output.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fusion_models.registry import register_fusion_model
+from fusion_models.official_io import (
+    as_8bit,
+    check_official_pair,
+    minmax_truncate,
+    official_inference,
+    rgb_of_ycrcb,
+    ycrcb_of_rgb,
+)
+from fusion_models.registry import VERIFIED_OFFICIAL_WEIGHTS, register_fusion_model
 
 VIS_CHANNELS = (16, 32, 48)
 IR_CHANNELS = (16, 32, 48)
@@ -192,6 +207,62 @@ class SeAFusion(nn.Module):
         return self.decode1(self.decode2(self.decode3(x)))
 
 
+def official_inputs(ir8: np.ndarray, vis8: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``test.py``'s reading and colour split of one pair.
+
+    Args:
+        ir8: (H,W) uint8 IR file; vis8: (H,W,3) uint8 RGB visible file.
+
+    Returns:
+        ``(ir, vis_y, ycrcb)``: the network inputs in our order, (1,1,H,W) float32 each (``vis_y`` a view
+        of ``ycrcb``'s channel 0, as the official network receives it), and (1,3,H,W) (Y, Cr, Cb).
+    """
+    ir = torch.from_numpy(ir8.astype(np.float32) / 255.0)[None, None]
+    rgb = torch.from_numpy(np.ascontiguousarray(vis8.transpose(2, 0, 1)).astype(np.float32) / 255.0)[None]
+    ycrcb = ycrcb_of_rgb(rgb, clamp=True)
+    return ir, ycrcb[:, :1], ycrcb
+
+
+def official_postprocess(net: torch.Tensor, ycrcb: torch.Tensor,
+                         matmul: Callable = torch.mm) -> tuple[np.ndarray, np.ndarray]:
+    """``test.py``'s output step: fused Y + visible Cr/Cb -> RGB, clamp, min-max over RGB, x255, truncate.
+
+    Args:
+        net: (1,1,H,W) fused Y (the network output).
+        ycrcb: (1,3,H,W) the visible (Y, Cr, Cb) of :func:`official_inputs`.
+        matmul: the colour-matrix product (see :func:`fusion_models.official_io.rgb_of_ycrcb`).
+
+    Returns:
+        ``(scaled, png)``: (H,W,3) float32 in 0..255 before the cast, and the (H,W,3) uint8 RGB written.
+    """
+    fused = torch.cat([net.detach().cpu().reshape(ycrcb[:, :1].shape), ycrcb[:, 1:]], dim=1)
+    rgb = rgb_of_ycrcb(fused, matmul).clamp(0.0, 1.0)[0].permute(1, 2, 0).numpy()
+    return minmax_truncate(rgb)
+
+
+def official_image(model: SeAFusion, ir: torch.Tensor, vis: torch.Tensor, text=None) -> np.ndarray:
+    """``test.py`` end to end: what the official code writes.
+
+    Args:
+        model: a :class:`SeAFusion` (run in eval mode; its mode is restored afterwards).
+        ir: (N,1,H,W) float32, exactly the 8-bit IR files / 255.
+        vis: (N,3,H,W) RGB float32, exactly the 8-bit visible files / 255.
+        text: unused.
+
+    Returns:
+        (N,H,W,3) uint8 RGB images, each fused on its own (batch 1) as the official loop does.
+    """
+    check_official_pair(ir, vis, "SeAFusion")
+    ir8, vis8 = as_8bit(ir, "IR"), as_8bit(vis, "visible")
+    device = next(model.parameters()).device
+    out = np.empty((ir8.shape[0], *ir8.shape[-2:], 3), np.uint8)
+    with official_inference(model):
+        for k in range(ir8.shape[0]):
+            img_ir, img_y, ycrcb = official_inputs(ir8[k, 0], vis8[k].transpose(1, 2, 0))
+            out[k] = official_postprocess(model(img_ir.to(device), img_y.to(device)), ycrcb)[1]
+    return out
+
+
 @register_fusion_model(
     "seafusion",
     vis_input="y",
@@ -204,6 +275,8 @@ class SeAFusion(nn.Module):
     url="https://github.com/Linfeng-Tang/SeAFusion",
     weights_file="SeAFusion.pth",
     description="dense + Sobel-gradient residual blocks, light decoder; trained with a segmentation loss",
+    official_image=official_image,
+    verified=VERIFIED_OFFICIAL_WEIGHTS,
 )
 def seafusion() -> nn.Module:
     return SeAFusion()

@@ -39,6 +39,9 @@ class MethodEntry:
         seed_weights: seed -> checkpoint, for weights trained once per seed (``joint``); a cell of seed s
             uses ``seed_weights[s]``.
         seeds: the seeds this method runs with (default: the config's).
+        io: ``"official"`` or ``"float"`` for this method alone (default: the config's ``io``). With a
+            derived name it puts both in one run, e.g. ``[seafusion, {name: seafusion@float, weights:
+            official, io: float}]``: does the official 8-bit step change the task scores?
     """
 
     name: str
@@ -47,6 +50,7 @@ class MethodEntry:
     text_dir: str | None = None
     seed_weights: dict = field(default_factory=dict)
     seeds: tuple[int, ...] | None = None
+    io: str | None = None
 
     def weights_for(self, seed: int | None) -> str | None:
         if self.seed_weights:
@@ -77,6 +81,10 @@ class BenchmarkConfig:
         fixed_checkpoint: task -> a given checkpoint evaluated on every method (no training, no seeds).
         cache: fusion cache folder (default ``RUN/fused``).
         launcher: launcher settings (``slurm: {...}``; see ``taskeval benchmark --launcher``).
+        io: how ports make their images (:mod:`taskeval.fusing`): ``"official"`` (default; the official
+            test script's 8-bit image, a grey one recoloured with the visible chroma (luminance kept) for the
+            task networks) or ``"float"`` (the harness's float pipeline, rounded once). Methods without
+            official code use the float pipeline either way. Recorded in the cells of ports.
     """
 
     name: str = "benchmark"
@@ -93,6 +101,11 @@ class BenchmarkConfig:
     device: str = "auto"           # auto: the GPU where there is one (taskeval.devices)
     figures: FigureOptions = FigureOptions()
     launcher: dict = field(default_factory=dict)
+    io: str = "official"
+
+    def io_of(self, entry: MethodEntry) -> str:
+        """The io of one method: its own, else the config's."""
+        return entry.io or self.io
 
     def protocol_name(self, task: str) -> str | None:
         return self.protocols.get(task)
@@ -165,6 +178,11 @@ def config_from_mapping(raw: dict, source: str = "config") -> BenchmarkConfig:
         if m.seeds is not None and not set(m.seeds) <= set(cfg.seeds):
             raise ConfigError(f"{source}: method {m.name!r} names seeds {list(m.seeds)} outside the run's "
                               f"{list(cfg.seeds)}")
+    from taskeval.fusing import IO_MODES
+
+    for where, io in (("io", cfg.io), *((f"method {m.name!r}: io", m.io) for m in cfg.methods if m.io is not None)):
+        if io not in IO_MODES:
+            raise ConfigError(f"{source}: {where} must be one of {list(IO_MODES)}, got {io!r}")
     if cfg.fixed is not None and cfg.fixed not in names:
         raise ConfigError(f"{source}: fixed reference {cfg.fixed!r} is not one of the methods {names}")
     return cfg

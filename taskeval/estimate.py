@@ -114,7 +114,7 @@ def estimate(runner, counts: dict[str, int] | None = None) -> Estimate:
         weights = entry.weights_for(seed)
         try:
             have = set() if weights == "train" else cached_ids(splits[split], name, runner.cache, weights,
-                                                                entry.text_dir)
+                                                                entry.text_dir, plan.cfg.io_of(entry))
         except TaskevalError:  # e.g. official weights not here yet: the plan lists them
             have = set()
         missing = max(0, n[split] - len(have)) if not counts else n[split]

@@ -1,10 +1,25 @@
 """``FusedSet``: the fused images of one (method, weights, dataset, split), by id.
 
 ``fuse_split`` runs a registered method over a split, batched, with a progress bar, and caches the
-8-bit results in an HDF5 file under a key that hashes the method's spec, the weight file's bytes and
-the input images' bytes (:mod:`taskeval.fingerprint`: never paths or file times), so a second run in
-any process, or in a copy of the folder, recomputes nothing, and a changed weight file or input image
-makes a new cache entry. PNGs are exported beside it for the task networks (ultralytics reads files).
+8-bit images the method writes in an HDF5 file under a key that hashes the method's spec, the weight
+file's bytes, the input images' bytes (:mod:`taskeval.fingerprint`: never paths or file times) and, for
+methods with an official script, the ``io`` (official 8-bit images and the float pipeline's never
+share an entry), so a second run in any process, or in a copy of the folder, recomputes nothing, and a
+changed weight file or input image makes a new cache entry.
+
+What is cached and what the task networks read (:mod:`taskeval.fusing`):
+
+* the HDF5 cache holds, per id, the image the method writes: under ``io="official"`` its official
+  script's 8-bit output, grey where that script writes grey (MLFuse, IFCNN, DIDFuse, CDDFuse, EMMA,
+  FILM); under ``io="float"`` (and for methods without an official script) the harness's float
+  pipeline rounded to 8 bits. ``taskeval fuse --out`` exports exactly these (:func:`export_written`),
+  so they can be compared with the official code's files;
+* the PNGs exported beside it (``FusedSet.paths``; ultralytics reads files) are what the task networks
+  read: the written image, with a grey official image recoloured with the visible chroma, its
+  luminance kept (:func:`taskeval.fusing.task_image`), a pure function of the cached image and the
+  visible file, so the cache holds one copy of each image and the recolouring is one function. The ``FusedSet`` says
+  which in ``meta["io"]`` and ``meta["io_note"]``; the runner puts the note on every row of the method.
+
 ``precomputed_set`` wraps a folder of fused images made by external code; missing, extra or mis-sized
 files are errors listing their names.
 """
@@ -25,9 +40,15 @@ from fusion_models.weights import weights_digest
 from taskeval.data.dataset import PairedDataset
 from taskeval.errors import DataError, WeightsError
 from taskeval.filelock import file_lock
-from taskeval.fingerprint import dataset_fingerprint, digest, file_digests, files_manifest, manifest_fingerprint
-from taskeval.fusing import apply_fusion
-from taskeval.imageio import list_images, read_raw, tensor_to_uint8, to_float, write_png
+from taskeval.fingerprint import (
+    dataset_fingerprint,
+    digest,
+    file_digests,
+    files_manifest,
+    manifest_fingerprint,
+)
+from taskeval.fusing import image_io, io_note, task_image, written_images
+from taskeval.imageio import list_images, read_raw, to_float, write_png
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 2
@@ -77,19 +98,25 @@ def manifest_folder(cache_dir: str | Path, dataset: str) -> Path:
 
 
 def cache_key_parts(method: str, weights_id: str, ds: PairedDataset, extra: dict | None = None,
-                    manifests: str | Path | None = None) -> dict:
+                    manifests: str | Path | None = None, io: str = "official") -> dict:
     """What a method's fused images of ``ds`` depend on: the spec fields that change its output, the
     weights (``file:<sha256>`` / ``model:<sha256>`` / ``none``), the dataset and split names, the input
-    images' bytes and size policy (``files:<digest>``), and ``extra`` (e.g. text embeddings)."""
+    images' bytes and size policy (``files:<digest>``), ``extra`` (e.g. text embeddings) and, for methods
+    with an official script, the io the images are made with (``"official"`` / ``"float"``; methods
+    without one make the same images under either io, so their keys do not name it)."""
     spec = get_fusion_spec(method)
-    return {"v": CACHE_VERSION, "method": method, "spec": {k: getattr(spec, k) for k in _KEYED_SPEC_FIELDS},
-            "weights": weights_id, "dataset": ds.card.name, "split": ds.split,
-            "inputs": dataset_fingerprint(ds, labels=False, save_to=manifests), "extra": extra or {}}
+    parts = {"v": CACHE_VERSION, "method": method, "spec": {k: getattr(spec, k) for k in _KEYED_SPEC_FIELDS},
+             "weights": weights_id, "dataset": ds.card.name, "split": ds.split,
+             "inputs": dataset_fingerprint(ds, labels=False, save_to=manifests), "extra": extra or {}}
+    if spec.official_image is not None:
+        parts["io"] = image_io(spec, io)
+    return parts
 
 
-def cache_key(method: str, weights_id: str, ds: PairedDataset, extra: dict | None = None) -> str:
+def cache_key(method: str, weights_id: str, ds: PairedDataset, extra: dict | None = None,
+              io: str = "official") -> str:
     """The 16-hex digest of :func:`cache_key_parts`."""
-    return digest(cache_key_parts(method, weights_id, ds, extra))
+    return digest(cache_key_parts(method, weights_id, ds, extra, io=io))
 
 
 def _text_digests(text_dir: str | Path | None, ids: list[str]) -> dict | None:
@@ -125,7 +152,7 @@ def _size_groups(ds: PairedDataset, ids: list[str], batch_size: int) -> list[lis
 
 
 def cache_location(ds: PairedDataset, method: str, cache_dir: str | Path, weights: str | None = None, model=None,
-                   text_dir: str | Path | None = None) -> tuple[dict, Path]:
+                   text_dir: str | Path | None = None, io: str = "official") -> tuple[dict, Path]:
     """The key parts and the HDF5 file of ``method``'s fused images of ``ds`` in ``cache_dir``."""
     spec = get_fusion_spec(method)
     if model is None and spec.trainable and weights is None:
@@ -140,14 +167,14 @@ def cache_location(ds: PairedDataset, method: str, cache_dir: str | Path, weight
     else:
         weights_id = "none"
     parts = cache_key_parts(method, weights_id, ds, {"text": _text_digests(text_dir, ds.ids)},
-                            manifests=manifest_folder(cache_dir, ds.card.name))
+                            manifests=manifest_folder(cache_dir, ds.card.name), io=io)
     return parts, Path(cache_dir) / ds.card.name / f"{method}-{digest(parts)}.h5"
 
 
 def cached_ids(ds: PairedDataset, method: str, cache_dir: str | Path, weights: str | None = None,
-               text_dir: str | Path | None = None) -> set[str]:
+               text_dir: str | Path | None = None, io: str = "official") -> set[str]:
     """The ids of ``ds`` whose fused image is already in the cache (nothing is computed)."""
-    _, h5_path = cache_location(ds, method, cache_dir, weights, None, text_dir)
+    _, h5_path = cache_location(ds, method, cache_dir, weights, None, text_dir, io)
     if not h5_path.is_file():
         return set()
     try:
@@ -160,7 +187,7 @@ def cached_ids(ds: PairedDataset, method: str, cache_dir: str | Path, weights: s
 
 def fuse_split(ds: PairedDataset, method: str, cache_dir: str | Path, weights: str | None = None,
                device: str = "cpu", batch_size: int = 4, progress: bool = True, model=None,
-               text_dir: str | Path | None = None) -> FusedSet:
+               text_dir: str | Path | None = None, io: str = "official") -> FusedSet:
     """Fuse every pair of ``ds`` with ``method`` (cached) and return the :class:`FusedSet`.
 
     Args:
@@ -170,15 +197,26 @@ def fuse_split(ds: PairedDataset, method: str, cache_dir: str | Path, weights: s
         weights: checkpoint path / ``"official"``; required for learned methods.
         model: an already built model (joint training); its state is hashed into the key.
         text_dir: per-image text embeddings ``<id>.npy`` for methods with ``needs_text``.
+        io: ``"official"`` (default): a method with an official script writes that script's 8-bit image
+            (``spec.official_image``; a grey one is recoloured with the visible chroma for the task
+            networks, its luminance kept, see the module docstring); ``"float"``: the harness's float pipeline
+            (:func:`taskeval.fusing.apply_fusion`, rounded). Methods without an official script use the
+            float pipeline under either.
+
+    Returns:
+        The set; ``paths`` are the task networks' images, ``meta`` has ``h5`` (the written images),
+        ``computed`` (pairs fused now), ``io`` (``"official"``/``"float"``, what was used) and ``io_note``.
     """
     spec = get_fusion_spec(method)
-    parts, h5_path = cache_location(ds, method, cache_dir, weights, model, text_dir)
+    mode = image_io(spec, io)
+    parts, h5_path = cache_location(ds, method, cache_dir, weights, model, text_dir, io)
     key = digest(parts)
     folder = h5_path.parent
     folder.mkdir(parents=True, exist_ok=True)
     png_dir = folder / f"{method}-{key}" / ds.split
     with file_lock(h5_path.with_suffix(".lock")), _open_cache(h5_path) as h5:
-        h5.attrs.update({"method": method, "key": key, "weights": parts["weights"], "dataset": ds.card.name})
+        h5.attrs.update({"method": method, "key": key, "weights": parts["weights"], "dataset": ds.card.name,
+                         "io": mode})
         grp = h5.require_group(ds.split)
         todo = [s for s in ds.ids if s not in grp]
         computed = len(todo)
@@ -197,12 +235,13 @@ def fuse_split(ds: PairedDataset, method: str, cache_dir: str | Path, weights: s
                     from fusion_models.film import load_text_embeddings
 
                     text = load_text_embeddings(text_dir, [ds.ids[i] for i in batch]).to(device)
-                with torch.no_grad():
-                    out = apply_fusion(model, ir, vis, text=text)
-                if not torch.isfinite(out).all():
-                    raise DataError(f"{method}: non-finite fused output for {[ds.ids[i] for i in batch]}")
-                for i, img in zip(batch, out):
-                    grp.create_dataset(ds.ids[i], data=tensor_to_uint8(img), compression="gzip", compression_opts=1)
+                try:
+                    with torch.no_grad():
+                        images = written_images(model, ir, vis, text=text, spec=spec, io=mode)
+                except DataError as exc:
+                    raise DataError(f"{exc} (pairs {[ds.ids[i] for i in batch]})") from None
+                for i, img in zip(batch, images):
+                    grp.create_dataset(ds.ids[i], data=img, compression="gzip", compression_opts=1)
                 h5.flush()
                 bar.update(len(batch))
             bar.close()
@@ -210,8 +249,12 @@ def fuse_split(ds: PairedDataset, method: str, cache_dir: str | Path, weights: s
         for sid in ds.ids:
             png = png_dir / f"{sid}.png"
             if not png.is_file():
-                write_png(png, grp[sid][()])
+                img = grp[sid][()]
+                if img.ndim == 2 and mode == "official":
+                    img = task_image(img, _vis_8bit(ds, sid), spec, mode)
+                write_png(png, img)
             paths[sid] = png
+        grey = bool(ds.ids) and grp[ds.ids[0]].ndim == 2
     note = ""
     if weights is not None and spec.trainable:
         from taskeval.fusion_train import weights_note
@@ -220,7 +263,35 @@ def fuse_split(ds: PairedDataset, method: str, cache_dir: str | Path, weights: s
         note = weights_note(weights) or f"weights {Path(str(weights)).name}"
     return FusedSet(method, ds.card.name, ds.split, key, paths, note,
                     {"h5": str(h5_path), "computed": computed,
-                     "manifests": str(manifest_folder(cache_dir, ds.card.name))}, parts)
+                     "manifests": str(manifest_folder(cache_dir, ds.card.name)),
+                     "io": mode, "io_note": io_note(spec, mode, grey)}, parts)
+
+
+def _vis_8bit(ds: PairedDataset, sample_id: str) -> np.ndarray:
+    """(H,W,3) uint8 visible image of a pair (8-bit: the official path has checked it)."""
+    vis = ds.read_pair(ds.index(sample_id))[1]
+    return np.rint(vis * 255.0).astype(np.uint8)
+
+
+def export_written(fused: FusedSet, out: str | Path) -> list[Path]:
+    """Write the cached images the method wrote (not the task networks' recoloured copies) as
+    ``out/<id>.png``, replacing files of those names. Under ``io="official"`` these are the official
+    script's images, grey where it writes grey.
+
+    Raises:
+        DataError: ``fused`` has no fusion cache (a precomputed folder or source images).
+    """
+    if "h5" not in fused.meta:
+        raise DataError(f"fused set {fused.method!r} has no fusion cache to export from")
+    out = Path(out)
+    written = []
+    h5_path = Path(fused.meta["h5"])
+    with file_lock(h5_path.with_suffix(".lock")), h5py.File(h5_path, "r") as h5:
+        grp = h5[fused.split]
+        for sid in fused.ids:
+            write_png(out / f"{sid}.png", grp[sid][()])
+            written.append(out / f"{sid}.png")
+    return written
 
 
 def source_set(ds: PairedDataset, modality: str = "vis") -> FusedSet:

@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import logging
+import os
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -239,7 +239,8 @@ class Runner:
         if weights == "train":
             weights = str(self._train_fusion(entry))
         return fuse_split(ds, entry.name, self.cache, weights=weights, device=self.exe.tensor_device,
-                          progress=self.exe.progress and self.exe.is_main, text_dir=entry.text_dir)
+                          progress=self.exe.progress and self.exe.is_main, text_dir=entry.text_dir,
+                          io=self.cfg.io_of(entry))
 
     def _train_fusion(self, entry: MethodEntry) -> Path:
         # one folder per training configuration: weights trained with other settings are never reused
@@ -253,8 +254,13 @@ class Runner:
             return train_fusion(entry.name, self.plan.train_ds, out, self.cfg.fusion_train,
                                 device=self.exe.tensor_device, progress=self.exe.progress)
 
-    def note(self, entry: MethodEntry) -> str:
-        """What tables say about a method's weights (trained here, official, precomputed)."""
+    def note(self, entry: MethodEntry, fused: FusedSet | None = None) -> str:
+        """What tables say about a method's weights (trained here, official, precomputed) and, given its
+        fused set, where its images came from (``io``: official 8-bit output, recoloured, float pipeline)."""
+        io = (fused.meta.get("io_note") or "") if fused is not None else ""
+        return "; ".join(n for n in (self._weights_note(entry), io) if n)
+
+    def _weights_note(self, entry: MethodEntry) -> str:
         if entry.folder is not None:
             return "precomputed fused images"
         if entry.weights == "train":
@@ -271,8 +277,8 @@ class Runner:
     # ---- inputs (resume checks)
     def inputs(self, cell: Cell) -> dict:
         """What a cell's numbers depend on besides its key: the method's weights (by content) or precomputed
-        files, and the dataset (ids, images, labels, card settings, by content). Recorded in ``cell.json``
-        and compared on resume."""
+        files, for methods with official code the ``io`` its images are made with, and the dataset (ids,
+        images, labels, card settings, by content). Recorded in ``cell.json`` and compared on resume."""
         entry = self.plan.entries[cell.method]
         seed = cell.seed if entry.seed_weights else None
         key = (cell.method, seed)
@@ -290,6 +296,12 @@ class Runner:
             if entry.folder is not None:
                 folder = {"test": self.fused(entry, self.cfg.data.test_split).key_parts}
             self._inputs[key] = {"weights": described, "folder": folder}
+            if entry.folder is None:
+                from taskeval.fusing import image_io
+
+                spec = get_fusion_spec(entry.name)
+                if spec.official_image is not None:  # the io changes only the images of methods with official code
+                    self._inputs[key]["io"] = image_io(spec, self.cfg.io_of(entry))
         return {**self._inputs[key], "dataset": {ds.split: self._fingerprint(ds) for ds in self.plan.splits_of(cell.task)}}
 
     def _fingerprint(self, ds: PairedDataset) -> str:
@@ -382,7 +394,7 @@ class Runner:
             else:
                 ckpt = self.reference_checkpoint(cell)
         if self.exe.is_main:
-            note = self.note(entry)
+            note = self.note(entry, test)
             ctx = EvalContext(cell, cell_dir, self.plan.cell_protocol(cell), test, self.plan.test_ds, self.exe, note,
                               self.cfg.task_options(cell.task))
             rows = task.evaluate(ctx, ckpt)

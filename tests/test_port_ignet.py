@@ -17,14 +17,15 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tolerances import PORT_PNG_MIN_SHARE, RAW_ATOL, assert_png_close
 
 from fusion_models import create_fusion_model, get_fusion_spec
-from fusion_models.ignet import IGNet, SampleNorm2d
+from fusion_models.ignet import IGNet, SampleNorm2d, official_inputs, official_postprocess
+from fusion_models.official_io import as_8bit
 from fusion_models.weights import load_checkpoint, load_weights
 from taskeval.errors import ConfigError
 from taskeval.fusing import apply_fusion
 from taskeval.imageio import gray_to_tensor, read_gray, read_rgb, rgb_to_tensor, tensor_to_uint8
-from tolerances import PORT_PNG_MIN_SHARE, RAW_ATOL, assert_png_close
 
 PAIRS = ("00016N", "00091D")
 
@@ -42,16 +43,12 @@ def official_random(shared) -> IGNet:
 
 
 def official_png(fused_y: np.ndarray, image_vis: np.ndarray) -> np.ndarray:
-    """The official test.py post-processing, written from its description (RECIPE.md).
+    """The port's official post-processing (:func:`fusion_models.ignet.official_postprocess`) on arrays.
 
     ``fused_y`` (1,1,H,W) raw output and ``image_vis`` (1,3,H,W) YCrCb -> (H,W,3) uint8: recolour with
     the visible Cr/Cb, clamp to [0,1], global min-max over all channels, truncate to 8 bits.
     """
-    y, cr, cb = fused_y[0, 0], image_vis[0, 1] - 0.5, image_vis[0, 2] - 0.5
-    rgb = np.stack([y + 1.403 * cr, y - 0.714 * cr - 0.344 * cb, y + 1.773 * cb], axis=-1).astype(np.float32)
-    rgb = np.clip(rgb, 0.0, 1.0)
-    rgb = (rgb - rgb.min()) / (rgb.max() - rgb.min())
-    return np.uint8(255.0 * rgb)
+    return official_postprocess(torch.from_numpy(fused_y), torch.from_numpy(image_vis))[1]
 
 
 def with_live_graph(model: IGNet, seed: int = 0) -> IGNet:
@@ -98,6 +95,7 @@ def test_registered_spec():
     spec = get_fusion_spec("ignet")
     assert (spec.vis_input, spec.output, spec.normalize, spec.trainable) == ("y", "y", "minmax_rgb", True)
     assert spec.weights_file == "IGNet.pth" and spec.licence == "MIT"
+    assert spec.official_image is not None and spec.verified == "official code, random weights"
     model = create_fusion_model("ignet", bn_mode="running")
     assert isinstance(model, IGNet) and model.bn_mode == "running" and not model.training
     with pytest.raises(ConfigError, match="bn_mode"):
@@ -191,32 +189,56 @@ def test_sample_norm_against_batchnorm():
 # ------------------------- fidelity on the dev pairs: one 640x480 forward each, 7-20 s on one busy core
 
 
+def _official_tensors(shared, pair: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``official_inputs`` of a dev pair, from the 8-bit files as the harness reads them."""
+    folder = shared / "data" / "msrs_det"
+    ir8 = as_8bit(gray_to_tensor(read_gray(folder / "ir" / f"{pair}.png")), "IR")[0, 0]
+    vis8 = as_8bit(rgb_to_tensor(read_rgb(folder / "vi" / f"{pair}.png")), "visible")[0]
+    return official_inputs(ir8, vis8.transpose(1, 2, 0))
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("pair", PAIRS)
+def test_official_reading_and_writer_reproduce_the_official_files(shared, pair):
+    """``official_inputs`` from the 8-bit files = the tensors captured inside the official run (values and
+    the channels-last layout of ``RGB2YCrCb``), and ``official_postprocess`` turns the official raw output into
+    the official PNG (bit-exact on the machine that made the figures; float noise elsewhere)."""
+    ref_dir = fidelity_dir(shared)
+    inputs = np.load(ref_dir / f"{pair}_in.npz")
+    image_ir, image_vis = _official_tensors(shared, pair)
+    # Exact on purpose: the same correctly rounded divisions and float32 products as the official code.
+    assert np.array_equal(image_ir.numpy(), inputs["image_ir"])
+    assert np.array_equal(image_vis.numpy(), inputs["image_vis"])
+    assert image_vis.permute(0, 2, 3, 1).is_contiguous()  # channels last in memory, as the official view
+    png = np.asarray(Image.open(ref_dir / f"{pair}.png").convert("RGB"))
+    assert_png_close(official_png(np.load(ref_dir / f"{pair}_out.npy"), inputs["image_vis"]), png,
+                     what=f"official output step {pair}")
+
+
 @pytest.mark.slow
 @pytest.mark.reference
 @pytest.mark.parametrize("pair", PAIRS)
 def test_raw_output_and_png_match_official(shared, official_random, pair):
     ref_dir = fidelity_dir(shared)
-    inputs = np.load(ref_dir / f"{pair}_in.npz")
     expected = np.load(ref_dir / f"{pair}_out.npy")
     png = np.asarray(Image.open(ref_dir / f"{pair}.png").convert("RGB"))
-    # Our reading of the official post-processing reproduces its PNG from its raw output (bit-exact on the
-    # machine that made the figures; float noise elsewhere).
-    assert_png_close(official_png(expected, inputs["image_vis"]), png, what=f"emulated {pair}")
-
+    image_ir, image_vis = _official_tensors(shared, pair)
     with torch.no_grad():
-        out = official_random(torch.from_numpy(inputs["image_ir"]), torch.from_numpy(inputs["image_vis"]))
+        out = official_random(image_ir, image_vis)
     out = out.numpy()
     assert out.shape == expected.shape
+    # Measured: 5.5e-6 on 00016N with the official channels-last visible input (1.2e-5 with a contiguous one).
     assert np.abs(out - expected).max() <= RAW_ATOL
-    # Measured: max 1 grey level on 245 (00016N) / 297 (00091D) of 921600 values, 0.072% / 0.083% of the
-    # pixels (0.095% / 0.099% with scalar ATen kernels and AVX2 oneDNN).
-    assert_png_close(official_png(out, inputs["image_vis"]), png, min_share=PORT_PNG_MIN_SHARE, what=pair)
+    # Measured: max 1 grey level on 0.033% (00016N) / 0.038% (00091D) of the pixels with the official layout
+    # (0.072% / 0.083% with a contiguous visible input; 0.095% / 0.099% with scalar ATen kernels and AVX2 oneDNN).
+    assert_png_close(official_png(out, image_vis.numpy()), png, min_share=PORT_PNG_MIN_SHARE, what=pair)
 
 
 @pytest.mark.slow
 @pytest.mark.reference
 @pytest.mark.parametrize("pair", PAIRS)
-def test_harness_path_matches_official_png(shared, official_random, pair):
+def test_float_path_matches_official_png(shared, official_random, pair):
+    """``--io float``: the harness's float pipeline, rounded where the official code truncates."""
     ref_dir = fidelity_dir(shared)
     inputs = np.load(ref_dir / f"{pair}_in.npz")
     ir = gray_to_tensor(read_gray(shared / "data" / "msrs_det" / "ir" / f"{pair}.png"))

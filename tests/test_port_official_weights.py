@@ -2,22 +2,24 @@
 
 References: ``shared/reference/{SeAFusion,TarDAL,MLFuse}/`` hold what each method's unmodified official
 script wrote (CPU, torch 2.13) for 13 pairs: ``<id>.png`` for all of them, ``<id>_net.npy`` (raw network
-output) for 00004N and M3FD_00000. The tests below rebuild each official pipeline around our module
-(official readers and colour conversions emulated with Pillow / OpenCV / float formulas, official
-post-processing including its uint8 truncation) and compare:
+output) and ``<id>.npy`` (the float array cast to uint8) for 00004N and M3FD_00000. Each port carries its
+official pipeline (``official_inputs``: reading and colour conversion of the 8-bit files;
+``official_postprocess``: the official output step, uint8 truncation included; ``official_image``: both
+around the network, what ``taskeval fuse`` writes by default). Here:
 
-(a) raw network output vs ``<id>_net.npy``: max abs diff <= 1e-4. Measured (00004N / M3FD_00000):
-    SeAFusion 1.0e-6 / 1.2e-6, TarDAL 2.8e-6 / 3.6e-6, MLFuse 7.8e-7 / 1.6e-6.
+(a) raw network output on the official inputs vs ``<id>_net.npy``: max abs diff <= 1e-4. Measured
+    (00004N / M3FD_00000): SeAFusion 1.0e-6 / 1.2e-6, TarDAL 2.8e-6 / 3.6e-6, MLFuse 7.8e-7 / 1.6e-6.
 (b) the 8-bit result vs ``<id>.png``: max abs diff <= 1 grey level on at most 0.5% of the pixels.
     Measured: max 1 on every image (0 on TarDAL 00147D); differing pixels per image SeAFusion 10-134,
-    TarDAL 0-57, MLFuse 4-380 (at most 0.12%, MLFuse 00091D). The emulated post-processing reproduces
-    the official files from the official raw output (bit-exact on the machine that measured these
-    figures, within float noise elsewhere: ``test_emulated_postprocessing_matches_official_files``), so
-    these are float differences of ~1e-6 in the network output that cross an integer before the official
-    truncation (or move MLFuse's min/max).
-(c) the harness path ``apply_fusion`` + ``tensor_to_uint8`` vs ``<id>.png``. The harness rounds instead
-    of truncating and uses float BT.601 luma and chroma where TarDAL (OpenCV) and MLFuse (Pillow) use
-    8-bit integers, so it is not bit-exact by design. Measured over the 13 pairs (max / mean abs diff):
+    TarDAL 0-57, MLFuse 4-380 (at most 0.12%, MLFuse 00091D). The ports' post-processing reproduces the
+    official files from the official raw output (bit-exact on the machine that measured these figures,
+    within float noise elsewhere: ``test_official_postprocessing_reproduces_official_files``), so these are
+    float differences of ~1e-6 in the network output that cross an integer before the official truncation
+    (or move MLFuse's min/max). The same comparison through ``taskeval fuse`` itself (``fuse_split``, all
+    13 pairs): ``tests/test_official_io.py``.
+(c) the float path (``--io float``: ``apply_fusion`` + ``tensor_to_uint8``) vs ``<id>.png``. It rounds
+    instead of truncating and uses float BT.601 luma and chroma where TarDAL (OpenCV) and MLFuse (Pillow)
+    use 8-bit integers, so it is not bit-exact by design. Measured over the 13 pairs (max / mean abs diff):
     SeAFusion 1 / 0.49-0.51, always 0 or +1 (rounding instead of truncation, nothing else);
     TarDAL 3-9 / 0.50-0.53 on MSRS, 4-7 / 0.64-0.66 on M3FD (the official Y is truncated to 8 bits
     before OpenCV's 8-bit colour conversion rounds again; up to 24% of the M3FD pixels differ by more
@@ -36,26 +38,27 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tolerances import PORT_PNG_MIN_SHARE, POSTPROC_ATOL, RAW_ATOL, assert_png_close
 
-from fusion_models import create_fusion_model
+from fusion_models import create_fusion_model, mlfuse, seafusion, tardal
+from fusion_models.official_io import as_8bit
 from fusion_models.registry import with_spec
 from fusion_models.weights import load_weights
 from taskeval.color import luminance
 from taskeval.errors import ConfigError, WeightsError
 from taskeval.fusing import apply_fusion
 from taskeval.imageio import gray_to_tensor, read_gray, read_rgb, rgb_to_tensor, tensor_to_uint8
-from tolerances import PORT_PNG_MIN_SHARE, POSTPROC_ATOL, RAW_ATOL, assert_png_close
 
 REFERENCE_IDS = ("00004N", "00016N", "00032N", "00047N", "00091D", "00107D", "00119D", "00135D",
                  "00147D", "00169D", "M3FD_00000", "M3FD_00082", "M3FD_00159")
 FAST_ID = "00004N"
 NET_IDS = ("00004N", "M3FD_00000")  # ids with the raw network output and the float output stored
 IDS = [i if i == FAST_ID else pytest.param(i, marks=pytest.mark.slow) for i in REFERENCE_IDS]
+NET_PARAMS = [i if i == FAST_ID else pytest.param(i, marks=pytest.mark.slow) for i in NET_IDS]
 
 # registry name -> (reference folder, weights file under shared/weights)
 MODELS = {
@@ -64,7 +67,7 @@ MODELS = {
     "mlfuse": ("MLFuse", "MLFuse/model_fuse.pth"),
 }
 
-# Harness path vs the official PNG: (max abs diff, mean abs diff) in grey levels; see (c) above. The
+# Float path vs the official PNG: (max abs diff, mean abs diff) in grey levels; see (c) above. The
 # maxima are the measured ones plus one level of float noise, except SeAFusion, where the same float
 # pipeline rounded instead of truncated can only be 0 or +1 (checked by sign below).
 HARNESS_TOL = {"seafusion": (1, 0.6), "tardal": (10, 0.8), "mlfuse": (3, 0.8)}
@@ -79,69 +82,35 @@ def _official_model(shared: Path, name: str):
     return create_fusion_model(name, weights=str(shared / "weights" / MODELS[name][1]))
 
 
-# --- the official pipelines, emulated independently of taskeval's colour and image code -------------
-# preprocess(ir_path, vi_path) -> (ir, vis, context): the two network inputs in OUR order (IR first).
-# postprocess(net, context) -> (float array in 0..255 before the uint8 cast, uint8 image as saved).
-
-def _seafusion_pre(ir_path: Path, vi_path: Path):
-    """test.py: RGB and L /255; float Y/Cr/Cb, clamped to [0,1]; the network gets Y (and IR)."""
-    rgb = torch.from_numpy(np.array(Image.open(vi_path).convert("RGB"))).float().div(255)
-    ir = torch.from_numpy(np.array(Image.open(ir_path).convert("L"))).float().div(255)[None, None]
-    r, g, b = rgb.reshape(-1, 3).unbind(1)
-    y = 0.299 * r + 0.587 * g + 0.114 * b
-    ycrcb = torch.stack([y, (r - y) * 0.713 + 0.5, (b - y) * 0.564 + 0.5], dim=1).clamp(0, 1)
-    return ir, ycrcb[:, :1].reshape(ir.shape), ycrcb
+def _files_8bit(shared: Path, image_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """The pair's 8-bit files as the harness reads them, checked against Pillow's reading of the files:
+    ``official_inputs`` starts from these, so the harness must hand over the files themselves."""
+    ir_path, vi_path = _pair(shared, image_id)
+    ir8 = as_8bit(gray_to_tensor(read_gray(ir_path)), "IR")[0, 0]
+    vis8 = as_8bit(rgb_to_tensor(read_rgb(vi_path)), "visible")[0].transpose(1, 2, 0)
+    assert np.array_equal(ir8, np.array(Image.open(ir_path).convert("L")))  # IR files: grey or 3 equal channels
+    assert np.array_equal(vis8, np.array(Image.open(vi_path).convert("RGB")))
+    return ir8, np.ascontiguousarray(vis8)
 
 
-def _seafusion_post(net: torch.Tensor, ycrcb: torch.Tensor, matmul=torch.mm):
-    """test.py: cat with Cr/Cb, YCrCb->RGB as a matrix product, clamp, min-max over RGB, x255, truncate.
-
-    ``matmul`` (float32 (N,3) x (3,3)) stands in for the BLAS call, whose summation order is the CPU's.
-    """
-    h, w = net.shape
-    fused = torch.cat([net.reshape(-1, 1), ycrcb[:, 1:]], dim=1)
-    mat = torch.tensor([[1.0, 1.0, 1.0], [1.403, -0.714, 0.0], [0.0, -0.344, 1.773]])
-    rgb = matmul(fused + torch.tensor([0.0, -0.5, -0.5]), mat).clamp(0, 1).reshape(h, w, 3).numpy()
-    scaled = 255.0 * ((rgb - rgb.min()) / (rgb.max() - rgb.min()))
-    return scaled, np.uint8(scaled)
+# Each port's official pipeline in one shape: pre(ir8, vis8) -> (ir, vis_y, context) with the network
+# inputs in our order; post(net, context, **kw) -> (float array in 0..255 before the uint8 cast, image saved).
+def _seafusion_pre(ir8, vis8):
+    return seafusion.official_inputs(ir8, vis8)
 
 
-def _tardal_pre(ir_path: Path, vi_path: Path):
-    """utils/image_pair.py: OpenCV grey IR, OpenCV BGR2GRAY visible, /255. in float64 then float32."""
-    ir_c = cv2.imread(str(ir_path), cv2.IMREAD_GRAYSCALE)
-    vi_c = cv2.imread(str(vi_path), cv2.IMREAD_COLOR)
-    ir = torch.from_numpy(ir_c / 255.0).float()[None, None]
-    vi = torch.from_numpy(cv2.cvtColor(vi_c, cv2.COLOR_BGR2GRAY) / 255.0).float()[None, None]
-    return ir, vi, vi_c
+def _tardal_pre(ir8, vis8):
+    return (*tardal.official_inputs(ir8, vis8), vis8)
 
 
-def _tardal_post(net: torch.Tensor, vi_c: np.ndarray):
-    """pipeline/eval.py + save_fus(color=True): clip, x255, truncate = Y; merge with OpenCV Cr/Cb; to RGB."""
-    scaled = net.clip(0.0, 1.0).numpy() * 255.0
-    crcb = cv2.cvtColor(vi_c, cv2.COLOR_BGR2YCrCb)[:, :, -2:]
-    ycrcb = np.concatenate([scaled.astype(np.uint8)[..., None], crcb], axis=2)
-    bgr = cv2.cvtColor(ycrcb, cv2.COLOR_YCrCb2BGR)
-    return scaled, np.ascontiguousarray(bgr[..., ::-1])
-
-
-def _mlfuse_pre(ir_path: Path, vi_path: Path):
-    """utils.load_img: Pillow convert('L') (integer luma), ToTensor (/255 in float32)."""
-    def load(path: Path) -> torch.Tensor:
-        return torch.from_numpy(np.array(Image.open(path).convert("L"))).float().div(255)[None, None]
-
-    return load(ir_path), load(vi_path), None
-
-
-def _mlfuse_post(net: torch.Tensor, _context):
-    """utils.test_gray: per-image min-max, ToPILImage (x255, truncate), grey PNG."""
-    normalised = (net - net.min()) / (net.max() - net.min())
-    return normalised.mul(255).numpy(), normalised.mul(255).byte().numpy()
+def _mlfuse_pre(ir8, vis8):
+    return (*mlfuse.official_inputs(ir8, vis8), None)
 
 
 PIPELINES = {
-    "seafusion": (_seafusion_pre, _seafusion_post),
-    "tardal": (_tardal_pre, _tardal_post),
-    "mlfuse": (_mlfuse_pre, _mlfuse_post),
+    "seafusion": (_seafusion_pre, seafusion.official_postprocess),
+    "tardal": (_tardal_pre, tardal.official_postprocess),
+    "mlfuse": (_mlfuse_pre, lambda net, _context: mlfuse.official_postprocess(net)),
 }
 
 
@@ -151,8 +120,8 @@ def _reference(shared: Path, name: str, image_id: str, suffix: str):
 
 
 def _check_postprocessing(shared: Path, name: str, image_id: str, post) -> float:
-    """Emulated post-processing of the official raw output vs the official files; -> max float difference."""
-    _, _, context = PIPELINES[name][0](*_pair(shared, image_id))
+    """The port's post-processing of the official raw output vs the official files; -> max float difference."""
+    _, _, context = PIPELINES[name][0](*_files_8bit(shared, image_id))
     scaled, png = post(torch.from_numpy(_reference(shared, name, image_id, "_net.npy")), context)
     expected = _reference(shared, name, image_id, ".npy")
     assert scaled.shape == expected.shape and scaled.dtype == expected.dtype
@@ -165,8 +134,8 @@ def _check_postprocessing(shared: Path, name: str, image_id: str, post) -> float
 @pytest.mark.reference
 @pytest.mark.parametrize("name", sorted(MODELS))
 @pytest.mark.parametrize("image_id", NET_IDS)
-def test_emulated_postprocessing_matches_official_files(shared, name, image_id):
-    """The emulated official post-processing turns the official raw output into the official files.
+def test_official_postprocessing_reproduces_official_files(shared, name, image_id):
+    """The port's official post-processing turns the official raw output into the official files.
 
     Bit-exact on the AMD EPYC that measured the figures above, not on a 2-core Intel Xeon (presumably
     its BLAS summed SeAFusion's colour-matrix product in another order), hence the float-noise
@@ -191,23 +160,22 @@ def test_postprocessing_tolerance_absorbs_another_summation_order(shared, image_
     moves values by one float32 ulp (measured: 15-17% of the float values, 2-5 PNG values); the
     tolerances must absorb that, or the next machine fails where the official code itself would."""
     diff = _check_postprocessing(shared, "seafusion", image_id,
-                                 lambda net, ycrcb: _seafusion_post(net, ycrcb, matmul=matmul))
+                                 lambda net, ycrcb: seafusion.official_postprocess(net, ycrcb, matmul=matmul))
     if matmul is _matmul_float64:  # rounded once instead of per operation: a different result on any CPU
         assert diff > 0, "the float64 product should differ from the official float32 one"
 
 
 @pytest.mark.reference
 @pytest.mark.parametrize("name", sorted(MODELS))
-@pytest.mark.parametrize("image_id", IDS)
+@pytest.mark.parametrize("image_id", NET_PARAMS)
 def test_official_pipeline_reproduced(shared, name, image_id):
-    """(a) raw output vs the official one where stored, (b) 8-bit output vs the official PNG."""
+    """(a) raw output on the official inputs vs the official one, (b) the 8-bit output vs the official PNG."""
     pre, post = PIPELINES[name]
-    ir, vis, context = pre(*_pair(shared, image_id))
+    ir, vis, context = pre(*_files_8bit(shared, image_id))
     with torch.no_grad():
-        net = _official_model(shared, name)(ir, vis)[0, 0]
-    if image_id in NET_IDS:
-        diff = np.abs(net.numpy() - _reference(shared, name, image_id, "_net.npy")).max()
-        assert diff <= RAW_ATOL, f"{name} {image_id}: raw output differs from the official one by {diff:.2e}"
+        net = _official_model(shared, name)(ir, vis)
+    diff = np.abs(net[0, 0].numpy() - _reference(shared, name, image_id, "_net.npy")).max()
+    assert diff <= RAW_ATOL, f"{name} {image_id}: raw output differs from the official one by {diff:.2e}"
     assert_png_close(post(net, context)[1], _reference(shared, name, image_id, ".png"),
                      min_share=PORT_PNG_MIN_SHARE, what=f"{name} {image_id}")
 
@@ -215,10 +183,10 @@ def test_official_pipeline_reproduced(shared, name, image_id):
 @pytest.mark.reference
 @pytest.mark.parametrize("name", sorted(MODELS))
 @pytest.mark.parametrize("image_id", IDS)
-def test_harness_path_close_to_official_png(shared, name, image_id):
-    """(c) what the benchmark feeds the task networks vs the official PNG, within the measured tolerance.
+def test_float_path_close_to_official_png(shared, name, image_id):
+    """(c) the float path (``--io float``) vs the official PNG, within the measured tolerance.
 
-    MLFuse's official output is grey, so its harness output is compared with recolouring switched off.
+    MLFuse's official output is grey, so its float output is compared with recolouring switched off.
     """
     model = _official_model(shared, name)
     ir_path, vi_path = _pair(shared, image_id)

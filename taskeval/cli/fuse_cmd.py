@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 from taskeval.cli.common import DEVICE_HELP, add_overrides
+from taskeval.cli.run_common import add_io_option
 from taskeval.config import load_config, to_dict
 from taskeval.data.card import load_card, parse_card
 from taskeval.data.dataset import PairedDataset
@@ -33,11 +33,11 @@ def _dataset(args) -> PairedDataset:
 
 def run_fuse(args) -> int:
     args.device = str(resolve_device(args.device))
-    from taskeval.fusedset import fuse_split
+    from taskeval.fusedset import export_written, fuse_split
 
     ds = _dataset(args)
     fused = fuse_split(ds, args.method, args.cache or default_cache(), weights=args.weights, device=args.device,
-                       batch_size=args.batch_size, text_dir=args.text_dir)
+                       batch_size=args.batch_size, text_dir=args.text_dir, io=args.io)
     out = Path(args.out) if args.out else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -45,14 +45,18 @@ def run_fuse(args) -> int:
         if clashes and not args.overwrite:
             raise ConfigError(f"{out} already holds {len(clashes)} of these files (e.g. {clashes[0]}.png); "
                               "pass --overwrite or choose another --out")
-        for sid, src in fused.paths.items():
-            shutil.copyfile(src, out / f"{sid}.png")
-    where = out if out is not None else Path(fused.meta["h5"]).with_suffix("") / ds.split
+        export_written(fused, out)
+    task_dir = Path(next(iter(fused.paths.values()))).parent if fused.paths else None
+    where = out if out is not None else task_dir
     computed = fused.meta["computed"]
     cached = len(fused.ids) - computed
     how = (f"fused {computed} pair(s)" + (f", {cached} from the cache" if cached else "") if computed
            else f"all {cached} pairs from the cache, nothing fused")
     print(f"{args.method} on {ds.card.name}/{ds.split}: {how} -> {where} (cache {fused.meta['h5']}, key {fused.key})")
+    if fused.meta["io_note"]:
+        print(f"images: {fused.meta['io_note']}" + (f"; the task networks' copies: {task_dir}"
+                                                    if out is not None and "recoloured" in fused.meta["io_note"]
+                                                    else ""))
     return 0
 
 
@@ -94,11 +98,13 @@ def register(sub) -> None:
     _common(p)
     p.add_argument("--ir", help="folder of IR images (instead of --data)")
     p.add_argument("--vis", help="folder of visible images (instead of --data)")
-    p.add_argument("--out", help="write the fused PNGs here (default: only the cache)")
+    p.add_argument("--out", help="write the fused PNGs here (default: only the cache): the images the method "
+                   "writes (with --io official a port's official 8-bit images, grey where its code writes grey)")
     p.add_argument("--overwrite", action="store_true", help="replace existing files in --out")
     p.add_argument("--cache", help="cache folder (default $TASKEVAL_CACHE or runs/cache)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--text-dir", help="per-image text embeddings <id>.npy for methods that take text (FILM)")
+    add_io_option(p)
     p.set_defaults(func=run_fuse)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from rich.table import Table
 
 from taskeval.cli.common import print_json
-from taskeval.cli.run_common import add_execution_options
+from taskeval.cli.run_common import add_execution_options, add_io_option
 from taskeval.console import print_table
 from taskeval.devices import resolve_device
 from taskeval.errors import ConfigError
@@ -86,7 +86,7 @@ def _run_methods(args, metrics: list[str]) -> int:
         "name": "quality", "data": {"card": args.data, "root": args.root, "test_split": args.split},
         "methods": [{"name": m, **({"weights": weights[m]} if m in weights else {})} for m in methods],
         "tasks": ["quality"], "options": {"quality": {"metrics": metrics}}, "cache": args.cache,
-        "device": args.device}, "command line")
+        "device": args.device, "io": args.io}, "command line")
     run = start_run(cfg, args.out, "quality", args.resume, args)
     plan, runner, report = execute(cfg, run, args)
     every = runner.store.rows()
@@ -130,5 +130,6 @@ def register(sub) -> None:
     p.add_argument("--out", help="run directory of the per-method mode (default runs/quality/<time>)")
     p.add_argument("--resume", action="store_true", help="continue --out; finished methods are kept")
     p.add_argument("--json", action="store_true", help="print JSON")
+    add_io_option(p)
     add_execution_options(p)
     p.set_defaults(func=run)

@@ -34,6 +34,19 @@ def add_execution_options(p, threads_help: str | None = None, device_default: st
                    help="stop at the first cell that raises (default: record it as failed and go on)")
 
 
+IO_HELP = ("how ports make their images: 'official' (default) the official test script's 8-bit image (its "
+           "truncation, min-max, colour round trip; a grey one recoloured with the visible chroma for the task "
+           "networks, its luminance kept), 'float' the harness's float pipeline rounded once (what taskeval wrote "
+           "before io existed); methods without official code use the float pipeline either way")
+
+
+def add_io_option(p, default: str | None = "official") -> None:
+    """``--io official|float`` (see :mod:`taskeval.fusing`); part of what the run's cells record."""
+    from taskeval.fusing import IO_MODES
+
+    p.add_argument("--io", choices=IO_MODES, default=default, help=IO_HELP)
+
+
 def add_task_command_options(p, task: str, protocol_help: str) -> None:
     """The options of the one-task commands (``detect``, ``segment``)."""
     p.add_argument("--data", required=True, help="dataset card (built-in name, 'synth', or YAML path)")
@@ -56,6 +69,7 @@ def add_task_command_options(p, task: str, protocol_help: str) -> None:
     p.add_argument("--out", help=f"run directory (default runs/{task}/<time>)")
     p.add_argument("--resume", action="store_true", help="continue --out; finished cells are kept")
     p.add_argument("--json", action="store_true", help="print the summary (mean and std over seeds) as JSON")
+    add_io_option(p)
     add_execution_options(p)
 
 
@@ -102,7 +116,7 @@ def task_command_config(args, task: str, name: str) -> BenchmarkConfig:
            "methods": [{"name": m, **({"weights": weights[m]} if m in weights else {}),
                         **({"folder": str(Path(fused[m]).resolve())} if m in fused else {})} for m in methods],
            "tasks": [task], "seeds": seeds, "protocols": {task: args.protocol}, "options": {task: options},
-           "fixed": args.fixed, "cache": args.cache, "device": args.device}
+           "fixed": args.fixed, "cache": args.cache, "device": args.device, "io": args.io}
     if args.fixed_checkpoint:
         if not Path(args.fixed_checkpoint).is_file():
             raise ConfigError(f"--fixed-checkpoint not found: {args.fixed_checkpoint}")
