@@ -125,11 +125,16 @@ def start_run(cfg: BenchmarkConfig, out: str | Path | None, command: str, resume
         run.write_provenance(to_dict(cfg), seeds=cfg.seeds,
                              extra={"run_command": command, "weight_hashes": weight_hashes(cfg), **(extra or {})})
     run.attach_log()
-    if not getattr(args, "verbose", False):  # the terminal shows progress bars and warnings; INFO goes to the log
+    quiet_terminal_log(args)
+    return run
+
+
+def quiet_terminal_log(args) -> None:
+    """The terminal shows progress bars and warnings; INFO goes to the run's log (unless ``--verbose``)."""
+    if not getattr(args, "verbose", False):
         for h in logging.getLogger().handlers:
             if type(h) is logging.StreamHandler:
                 h.setLevel(logging.WARNING)
-    return run
 
 
 def weight_hashes(cfg: BenchmarkConfig) -> dict[str, str]:
