@@ -16,7 +16,7 @@ from taskeval.console import print_table
 from taskeval.data.card import FORMATS, builtin_cards, load_card, parse_card
 from taskeval.data.fixtures import FIXTURE_FORMATS, write_fixture
 from taskeval.data.labels import read_class_names
-from taskeval.data.synth import DET_CLASSES, SEG_CLASSES, SynthConfig, generate
+from taskeval.data.synth import DET_CLASSES, LOST_CUE, ORACLE_DIR, SEG_CLASSES, SynthConfig, generate
 from taskeval.errors import ConfigError
 
 
@@ -96,8 +96,12 @@ def run_check(args) -> int:
 def run_synth(args) -> int:
     cfg = load_config(SynthConfig, args.config, args.overrides)
     card = generate(args.out, cfg, progress=True)
+    variant = "" if cfg.variant == "default" else f", variant {cfg.variant}"
     print(f"synthetic dataset: {card.parent} ({cfg.n_train} train + {cfg.n_test} test pairs, "
-          f"{cfg.width}x{cfg.height}); card: {card}")
+          f"{cfg.width}x{cfg.height}{variant}); card: {card}")
+    if cfg.variant == LOST_CUE:
+        print(f"oracle fusion (keeps the lost cue) for a benchmark: {{name: oracle, folder: "
+              f"\"{card.parent}/{{split}}/{ORACLE_DIR}\"}}")
     return 0
 
 
@@ -168,7 +172,11 @@ def register(sub) -> None:
     s = dsub.add_parser("synth", help="generate the synthetic RGB-T benchmark",
                         description="Generate the deterministic synthetic dataset (see README). "
                                     "Overrides: n_train, n_test, height, width, night_fraction, "
-                                    "misregistration_px, seed, ...")
+                                    "misregistration_px, seed, variant, ... variant=lost-cue adds a class "
+                                    "(puddle) seen in IR only, under visible glare, that max fusion and the "
+                                    "unsupervised fusion loss discard, plus an oracle fusion that keeps it "
+                                    "(<split>/oracle/): the data on which semantic-guided joint training "
+                                    "has something to recover.")
     s.add_argument("--out", required=True, help="output folder")
     s.add_argument("--config", help="YAML with SynthConfig fields")
     add_overrides(s)

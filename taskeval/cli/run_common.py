@@ -140,11 +140,16 @@ def start_run(cfg: BenchmarkConfig, out: str | Path | None, command: str, resume
                              extra={"run_command": command, "weight_hashes": weight_hashes(cfg), **(extra or {})},
                              threads=getattr(args, "threads", None))
     run.attach_log()
-    if not getattr(args, "verbose", False):  # the terminal shows progress bars and warnings; INFO goes to the log
+    quiet_terminal_log(args)
+    return run
+
+
+def quiet_terminal_log(args) -> None:
+    """The terminal shows progress bars and warnings; INFO goes to the run's log (unless ``--verbose``)."""
+    if not getattr(args, "verbose", False):
         for h in logging.getLogger().handlers:
             if type(h) is logging.StreamHandler:
                 h.setLevel(logging.WARNING)
-    return run
 
 
 def weight_hashes(cfg: BenchmarkConfig) -> dict[str, str]:

@@ -18,6 +18,28 @@ image. So IR-only loses cones and signs, visible-only loses people (and cars at 
 that keeps the IR intensity and the visible chroma can find all four. Optional misregistration
 shifts the IR image against the visible one (labels follow the visible image).
 
+The ``lost-cue`` variant (``variant=lost-cue``) adds what the default scenes lack: a class that the
+unsupervised fusion loss discards. One or two patches of visible glare per scene (overexposed, bright,
+finely textured, colourless; as bright at night) hide, in 75% of them, a ``puddle``:
+
+=========  ============================================  ==========================  ==================
+class      IR                                            visible                     who can see it
+=========  ============================================  ==========================  ==================
+puddle     cold: 0.14-0.22 darker than the road, soft    nothing: the glare goes on  IR only
+           edges (a weaker gradient than the glare's)    over it
+=========  ============================================  ==========================  ==================
+
+Inside the glare the visible luminance is above the IR everywhere and its texture has the stronger
+gradients, so ``max(IR, Y)`` (the intensity target of the fusion loss), the larger gradient (its texture
+target), the image that minimises the fusion loss and a fusion network trained with it all keep the
+glare and drop the puddle; IR alone shows it (``average`` keeps half its contrast). An oracle fusion that
+keeps the cue (``max(IR, Y)``, but the IR where a puddle is, recoloured with the visible chroma) is
+written beside the data in ``<split>/oracle/``, a precomputed fused folder for a benchmark: the proof
+that the headroom exists. Glare patches without a puddle keep the glare itself from giving the class
+away. The lost-cue property holds at the default size (at 64 px high the fusion loss keeps part of the
+cue); tests/test_synth_lost_cue.py measures it. The variant's code leaves the default dataset's bytes
+unchanged.
+
 Written in the generic ``folders`` layout with ``split_dirs``: ``<out>/<split>/{ir,vi,labels,masks}``
 plus ``<out>/card.yaml``, so every reader path of the project is exercised.
 """
@@ -37,12 +59,17 @@ import yaml
 from tqdm import tqdm
 
 from taskeval.data.labels import yolo_label_text
-from taskeval.errors import DataError
+from taskeval.errors import ConfigError, DataError
 from taskeval.imageio import write_png
 
 DET_CLASSES = ("person", "car", "cone", "sign")
 SEG_CLASSES = ("background",) + DET_CLASSES
 PALETTE = ((0, 0, 0), (220, 20, 60), (60, 180, 75), (250, 170, 30), (70, 130, 180))  # bright on black
+LOST_CUE = "lost-cue"
+VARIANTS = ("default", LOST_CUE)
+LOST_CUE_CLASS = "puddle"
+LOST_CUE_COLOUR = (145, 30, 180)
+ORACLE_DIR = "oracle"  # <split>/oracle/<id>.png: the lost-cue variant's oracle fusion
 
 
 @dataclass(frozen=True)
@@ -61,6 +88,36 @@ class SynthConfig:
     night_vis_noise: float = 0.025
     misregistration_px: int = 0
     seed: int = 0
+    variant: str = "default"  # "lost-cue": glare patches hiding IR-only puddles (module docstring)
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise ConfigError(f"synth variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
+        if self.variant == LOST_CUE and (self.height < 64 or self.width <= 83 * self.height // 128):
+            raise ConfigError(f"synth variant {LOST_CUE} needs height >= 64 and width > 0.65 x height (its glare "
+                              f"patches scale with the height), got {self.width}x{self.height}")
+
+    @property
+    def det_classes(self) -> tuple[str, ...]:
+        return DET_CLASSES + ((LOST_CUE_CLASS,) if self.variant == LOST_CUE else ())
+
+    @property
+    def seg_classes(self) -> tuple[str, ...]:
+        return ("background",) + self.det_classes
+
+    @property
+    def palette(self) -> tuple[tuple[int, int, int], ...]:
+        return PALETTE + ((LOST_CUE_COLOUR,) if self.variant == LOST_CUE else ())
+
+
+# fields added after datasets were first generated: written to synth.json only when set away from their
+# default, so that a default dataset keeps its bytes and earlier folders are recognised as the same
+_ADDED_LATER = {"variant": "default"}
+
+
+def settings(cfg: SynthConfig) -> dict:
+    """The generator settings as ``synth.json`` records them."""
+    return {k: v for k, v in asdict(cfg).items() if not (k in _ADDED_LATER and v == _ADDED_LATER[k])}
 
 
 def _smooth_noise(rng: np.random.Generator, h: int, w: int, cells: int) -> np.ndarray:
@@ -101,12 +158,59 @@ def _shape_mask(kind: str, bh: int, bw: int) -> np.ndarray:
     return m.astype(bool)
 
 
+def _glare_and_puddles(cfg: SynthConfig, rng: np.random.Generator, ir, vis, mask, boxes, taken):
+    """The lost-cue variant's glare patches (in ``vis``) and puddles (in ``ir``, ``mask``, ``boxes``), placed
+    before the other objects so that those avoid the glare.
+
+    Returns:
+        glare: HxW bool, where the visible image is overexposed.
+        alpha: HxW float32 in [0,1], the puddles' soft footprint (1 inside, soft edges), label-aligned.
+    """
+    h, w = cfg.height, cfg.width
+    s = h / 128.0
+    glare, alpha = np.zeros((h, w), bool), np.zeros((h, w), np.float32)
+    cls = len(DET_CLASSES)
+    for _ in range(int(rng.integers(1, 3))):
+        gh, gw = int(rng.integers(40, 60) * s), int(rng.integers(56, 84) * s)
+        box = _place(rng, h, w, gh, gw, taken)
+        if box is None:
+            continue
+        x1, y1, x2, y2 = box
+        glare[y1:y2, x1:x2] = True
+        # overexposed and finely textured (~4 px grain): brighter than any IR pixel around, and steeper
+        tex = _smooth_noise(rng, gh, gw, max(2, gh // 4))
+        lum = rng.uniform(0.76, 0.84) + 0.3 * (tex - 0.5)
+        vis[y1:y2, x1:x2] = lum[..., None]
+        if rng.random() >= 0.75:
+            continue
+        ph, pw = int(rng.integers(14, 21) * s), int(rng.integers(24, 37) * s)
+        py, px = y1 + int(rng.integers(5, gh - ph - 4)), x1 + int(rng.integers(5, gw - pw - 4))
+        m = _shape_mask("person", ph, pw)  # an ellipse, wider than tall
+        soft = np.zeros((h, w), np.float32)
+        soft[py:py + ph, px:px + pw][m] = 1.0
+        soft = cv2.GaussianBlur(soft, (0, 0), 1.5)  # soft edges (px): a weaker gradient than the glare's
+        ir -= float(rng.uniform(0.14, 0.22)) * soft
+        alpha = np.maximum(alpha, soft)
+        mask[py:py + ph, px:px + pw][m] = cls + 1
+        boxes.append([cls, px, py, px + pw, py + ph])
+    return glare, alpha
+
+
 def make_scene(cfg: SynthConfig, rng: np.random.Generator, night: bool):
     """One pair: (ir HxW, vis HxWx3 float32 in [0,1], boxes (K,5) [cls,x1,y1,x2,y2], mask HxW uint8)."""
+    return _scene(cfg, rng, night)[:4]
+
+
+def _scene(cfg: SynthConfig, rng: np.random.Generator, night: bool):
+    """:func:`make_scene` plus the lost-cue variant's puddle footprint ``alpha`` (HxW float32 in [0,1],
+    aligned with the labels; None for the default variant)."""
     h, w = cfg.height, cfg.width
     ir, vis = _background(rng, h, w, night)
     mask = np.zeros((h, w), np.uint8)
     boxes, taken = [], []
+    glare, alpha = np.zeros((h, w), bool), None
+    if cfg.variant == LOST_CUE:
+        glare, alpha = _glare_and_puddles(cfg, rng, ir, vis, mask, boxes, taken)
     s = h / 128.0
     sizes = {"person": ((16, 28), (6, 11)), "car": ((14, 22), (24, 40)), "cone": ((12, 18), (12, 18)),
              "sign": ((12, 18), (12, 18))}
@@ -140,16 +244,17 @@ def make_scene(cfg: SynthConfig, rng: np.random.Generator, night: bool):
     for _ in range(int(rng.integers(1, 4))):  # unlabelled distractors
         r = int(rng.integers(4, 8) * s)
         cy, cx = int(rng.integers(r, h - r)), int(rng.integers(r, w - r))
-        if mask[cy, cx] == 0:
+        if mask[cy, cx] == 0 and not glare[cy - r:cy + r + 1, cx - r:cx + r + 1].any():
             cv2.circle(ir, (cx, cy), r, float(rng.uniform(0.6, 0.9)), -1)
         box = _place(rng, h, w, int(10 * s), int(10 * s), taken)
         if box is not None:
             vis[box[1]:box[3], box[0]:box[2]] = rng.uniform(0, 1, size=3).astype(np.float32)
     ir = cv2.GaussianBlur(ir, (3, 3), 0.8)
     if night:
-        lit = mask >= 3  # cones and signs are lit / retro-reflective
+        lit = (mask == 3) | (mask == 4)  # cones and signs are lit / retro-reflective
         dark = vis * 0.08
         dark[lit] = vis[lit] * 0.8
+        dark[glare] = vis[glare]  # glare (headlights) is as bright at night
         vis = dark + rng.normal(0, cfg.night_vis_noise, vis.shape).astype(np.float32)
     else:
         vis = vis + rng.normal(0, cfg.vis_noise, vis.shape).astype(np.float32)
@@ -159,19 +264,35 @@ def make_scene(cfg: SynthConfig, rng: np.random.Generator, night: bool):
         shift = np.float32([[1, 0, rng.integers(-d, d + 1)], [0, 1, rng.integers(-d, d + 1)]])
         ir = cv2.warpAffine(ir, shift, (w, h), borderMode=cv2.BORDER_REFLECT)
     return (np.clip(ir, 0, 1).astype(np.float32), np.clip(vis, 0, 1).astype(np.float32),
-            np.asarray(boxes, np.float32).reshape(-1, 5), mask)
+            np.asarray(boxes, np.float32).reshape(-1, 5), mask, alpha)
 
+
+def oracle_fusion(ir: np.ndarray, vis: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """The lost-cue variant's oracle: ``max(IR, Y)``, but the IR itself where a puddle is (``alpha``, its
+    soft footprint), recoloured with the visible chroma. ir, alpha: HxW; vis: HxWx3 (float32 in [0,1]) ->
+    HxWx3 float32 in [0,1]."""
+    import torch
+
+    from taskeval.color import luminance, recolor
+
+    v = torch.from_numpy(vis).permute(2, 0, 1)[None]
+    t, a = torch.from_numpy(ir)[None, None], torch.from_numpy(alpha)[None, None]
+    return recolor((1 - a) * torch.maximum(t, luminance(v)) + a * t, v)[0].permute(1, 2, 0).numpy()
 
 def card_dict(cfg: SynthConfig) -> dict:
+    lost = cfg.variant == LOST_CUE
+    extra = (f"; variant {cfg.variant}: puddles seen in IR only, under visible glare, lost by max and by the "
+             f"fusion loss; oracle fusion in <split>/{ORACLE_DIR}/") if lost else ""
     return {
-        "name": "synth",
+        "name": f"synth-{cfg.variant}" if lost else "synth",
         "format": "folders",
-        "description": "taskeval's synthetic RGB-T benchmark (taskeval.data.synth); generator settings in synth.json",
+        "description": "taskeval's synthetic RGB-T benchmark (taskeval.data.synth); generator settings in "
+                       f"synth.json{extra}",
         "root": ".",
         "tasks": ["detection", "segmentation"],
-        "det_classes": list(DET_CLASSES),
-        "seg_classes": list(SEG_CLASSES),
-        "palette": [list(c) for c in PALETTE],
+        "det_classes": list(cfg.det_classes),
+        "seg_classes": list(cfg.seg_classes),
+        "palette": [list(c) for c in cfg.palette],
         "options": {"ir": "ir", "vis": "vi", "det_labels": "labels", "seg_labels": "masks", "split_dirs": True},
         "expected_counts": {"train": cfg.n_train, "test": cfg.n_test},
     }
@@ -184,7 +305,7 @@ class SynthExistsError(DataError, FileExistsError):
 def _existing(out: Path, cfg: SynthConfig) -> Path | None:
     existing = out / "synth.json"
     if existing.is_file():
-        if json.loads(existing.read_text()) == asdict(cfg):
+        if json.loads(existing.read_text()) == settings(cfg):
             return out / "card.yaml"
         raise SynthExistsError(f"{out} holds a synthetic dataset made with other settings; choose another folder")
     if out.exists() and any(out.iterdir()):
@@ -207,19 +328,24 @@ def generate(out: str | Path, cfg: SynthConfig = SynthConfig(), progress: bool =
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         for split, n, offset in (("train", cfg.n_train, 0), ("test", cfg.n_test, 1_000_000)):
-            for sub in ("ir", "vi", "labels", "masks"):
+            subs = ("ir", "vi", "labels", "masks") + ((ORACLE_DIR,) if cfg.variant == LOST_CUE else ())
+            for sub in subs:
                 (tmp / split / sub).mkdir(parents=True, exist_ok=True)
             for i in tqdm(range(n), desc=f"synth {split}", disable=not progress, unit="pair"):
                 rng = np.random.default_rng([cfg.seed, offset + i])
                 night = bool(rng.random() < cfg.night_fraction)
-                ir, vis, boxes, mask = make_scene(cfg, rng, night)
+                ir, vis, boxes, mask, alpha = _scene(cfg, rng, night)
                 sid = f"{split}{i:05d}{'N' if night else 'D'}"
-                write_png(tmp / split / "ir" / f"{sid}.png", np.rint(ir * 255).astype(np.uint8))
-                write_png(tmp / split / "vi" / f"{sid}.png", np.rint(vis * 255).astype(np.uint8))
+                ir8, vis8 = np.rint(ir * 255).astype(np.uint8), np.rint(vis * 255).astype(np.uint8)
+                write_png(tmp / split / "ir" / f"{sid}.png", ir8)
+                write_png(tmp / split / "vi" / f"{sid}.png", vis8)
+                if alpha is not None:  # from the 8-bit images, as every fusion method sees them
+                    oracle = oracle_fusion(ir8 / np.float32(255), vis8 / np.float32(255), alpha)
+                    write_png(tmp / split / ORACLE_DIR / f"{sid}.png", np.rint(oracle * 255).astype(np.uint8))
                 write_png(tmp / split / "masks" / f"{sid}.png", mask)
                 (tmp / split / "labels" / f"{sid}.txt").write_text(yolo_label_text(boxes, (cfg.height, cfg.width)))
         (tmp / "card.yaml").write_text(yaml.safe_dump(card_dict(cfg), sort_keys=False))
-        (tmp / "synth.json").write_text(json.dumps(asdict(cfg), indent=1))
+        (tmp / "synth.json").write_text(json.dumps(settings(cfg), indent=1))
         tmp.chmod(0o755)
         if out.is_dir() and not any(out.iterdir()):
             out.rmdir()

@@ -1,0 +1,105 @@
+"""Joint-training experiments (``taskeval joint --config``): the built-in config, a fair baseline (same
+initialisation, as many fusion updates and images as every arm), and the command end to end."""
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from taskeval.data import PairedDataset, load_card
+from taskeval.data.synth import SynthConfig, generate
+from taskeval.errors import ConfigError
+from taskeval.fusion_train import train_fusion
+from taskeval.joint import JointConfig, JointTrainer, fusion_only_config
+from taskeval.joint_experiment import (
+    baseline_name,
+    builtin_experiments,
+    evaluation_config,
+    experiment_from_mapping,
+    fusion_updates,
+    is_experiment,
+    load_experiment,
+)
+
+
+def test_builtin_joint_synth_is_a_fair_three_seed_experiment():
+    exp = load_experiment("joint-synth")
+    assert exp.data.card == "synth" and exp.data.synth.variant == "lost-cue"
+    assert exp.seg.schedule == "alternating" and exp.det.schedule == "end2end" and len(exp.seeds) >= 3
+    n = SynthConfig().n_train
+    for cfg in exp.arms().values():  # the effect cannot come from a longer training
+        u = fusion_updates(cfg, n)
+        assert u["joint"] == u["fusion-only"] == {"updates": 120, "images": 960}
+    assert fusion_only_config(exp.seg) == fusion_only_config(exp.det)  # one baseline serves both arms
+    assert is_experiment("joint-synth") and "joint-synth" in builtin_experiments()
+    # the comparison on the default data is an override away
+    other = load_experiment("joint-synth", ["data.synth.variant=default", "seeds=0,1", "references=ir,vis"])
+    assert other.data.synth.variant == "default" and other.seeds == (0, 1)
+    assert [r.name for r in other.references] == ["ir", "vis"]
+
+
+def test_arms_that_need_different_baselines_are_refused():
+    raw = {"seg": {"schedule": "alternating", "rounds": 3, "fusion_epochs": 2},
+           "det": {"schedule": "end2end", "epochs": 8}}
+    with pytest.raises(ConfigError, match="epochs: 6 vs 8"):
+        experiment_from_mapping(raw)
+    experiment_from_mapping({**raw, "baseline": False})  # without a baseline there is nothing to match
+    with pytest.raises(ConfigError, match="no joint arm"):
+        experiment_from_mapping({"fusion": "seafusion"})
+    with pytest.raises(ConfigError, match="no trainable parameters"):
+        experiment_from_mapping({"fusion": "max", "seg": {}})
+    with pytest.raises(ConfigError, match="name of a trained method"):
+        experiment_from_mapping({"seg": {}, "references": [{"name": "seafusion@fusion-only"}]})
+
+
+def test_evaluation_config_names_methods_and_per_seed_weights(tmp_path):
+    exp = load_experiment("joint-synth")
+    data = exp.data.__class__(card="synth", root=str(tmp_path), synth=exp.data.synth)
+    base = {s: f"b{s}.pth" for s in exp.seeds}
+    joint = {t: {s: f"{t}{s}.pth" for s in exp.seeds} for t in exp.arms()}
+    bench = evaluation_config(exp, data, base, joint)
+    names = [m.name for m in bench.methods]
+    assert names == ["ir", "vis", "oracle", baseline_name("seafusion"), "seafusion@joint-seg",
+                     "seafusion@joint-det"]
+    oracle = bench.methods[2]
+    assert oracle.folder == f"{tmp_path}/{{split}}/oracle" and oracle.seeds == (0,)
+    assert bench.methods[4].weights_for(2) == "seg2.pth" and bench.tasks == ("segmentation", "detection")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    card = generate(tmp_path_factory.mktemp("jx") / "synth",
+                    SynthConfig(n_train=4, n_test=2, height=64, width=96, variant="lost-cue"), progress=False)
+    return PairedDataset(load_card(card), "train")
+
+
+@pytest.mark.parametrize("task,schedule", [("seg", "alternating"), ("det", "end2end")])
+def test_joint_arm_and_baseline_start_from_the_same_weights(tiny, tmp_path, task, schedule):
+    cfg = JointConfig(schedule=schedule, batch=2, crop=32, seed=5)
+    joint = JointTrainer("seafusion", task, tiny, tmp_path / "j", cfg, progress=False).fusion.state_dict()
+    # the baseline's training with no update writes its initialisation
+    zero = train_fusion("seafusion", tiny, tmp_path / "b", replace(fusion_only_config(cfg), epochs=0), progress=False)
+    base = torch.load(zero, weights_only=True)
+    assert joint.keys() == base.keys() and all(torch.equal(joint[k], base[k]) for k in joint)
+
+
+@pytest.mark.slow
+def test_joint_experiment_command_end_to_end(tmp_path):
+    from taskeval.cli.main import main
+
+    out = tmp_path / "run"
+    args = ["joint", "--config", "joint-synth", "--out", str(out), "--threads", "1", "--quiet", "--device", "cpu",
+            "data.synth.n_train=4", "data.synth.n_test=3", "data.synth.height=64", "data.synth.width=96",
+            "seeds=0", "seg.rounds=2", "seg.fusion_epochs=1", "seg.task_epochs=1", "seg.batch=2",
+            "det.epochs=2", "det.warmup_epochs=1", "det.batch=2", "references=ir", "n_boot=20",
+            "options.segmentation.epochs=1", "options.segmentation.batch=2", "options.detection.epochs=1"]
+    assert main(args) == 0
+    records = json.loads((out / "stats" / "joint.json").read_text())["records"]
+    assert {(r["task"], r["method"]) for r in records} == {
+        (t, f"seafusion@joint-{a}") for t in ("segmentation", "detection") for a in ("seg", "det")}
+    assert all(r["reference"] == "seafusion@fusion-only" and len(r["per_seed"]) == 1 for r in records)
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["fusion_updates"]["seg"]["joint"] == prov["fusion_updates"]["seg"]["fusion-only"]
+    assert main(["report", str(out)]) == 0 and (out / "report.html").is_file()
+    assert main(args) == 0  # again: everything resumed, nothing trained or computed twice
