@@ -44,8 +44,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# FILM's blocked reductions over the pixels (see transposed_attention); one implementation for all ports.
-from fusion_models.film import _pixel_gram, _unit_over_pixels
+# The blocked reductions over the pixels (see transposed_attention), shared with SMFNet and FILM.
+from fusion_models.layers import apply_channel_matrix, attention_matrix, pixel_gram, pixel_rows
 from fusion_models.registry import VERIFIED_RANDOM_WEIGHTS, register_fusion_model
 
 # Top-level keys of the official checkpoint, in the order test_IVF.py loads them.
@@ -91,8 +91,9 @@ def transposed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, temp
     ``softmax(temperature * cos(q_i, k_j)) @ v`` where the cosines are taken over all H*W pixels
     (q and k L2-normalised over the pixels, norm floored at 1e-12 as ``F.normalize``).
 
-    Deliberate numerical difference: the two sums over the pixels (the norms and the Gram matrix) are
-    taken in blocks (FILM's helpers), not by ``F.normalize`` and one matmul. Same arithmetic, but the
+    Deliberate numerical difference: the sums over the pixels are taken as a blocked Gram matrix and
+    cascade-summed norms (:func:`fusion_models.layers.pixel_gram`), the cosines formed after the sums
+    (:func:`fusion_models.layers.attention_matrix`), not by ``F.normalize`` and one matmul. Same arithmetic, but the
     float32 error of those 307200-term sums depends on the CPU's kernels and dominates the official
     output's error. Measured on the CDDFuse dev pairs (max |x - float64| of the network output,
     00016N / 00091D): official code on the machine that made the references 2.3e-6 / 1.7e-4, on an
@@ -106,10 +107,12 @@ def transposed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, temp
     Returns:
         (N, C, H, W).
     """
-    n, c, h, w = q.shape
-    q, k, v = (t.reshape(n, heads, c // heads, h * w) for t in (q, k, v))
-    attn = (_pixel_gram(_unit_over_pixels(q), _unit_over_pixels(k)) * temperature).softmax(dim=-1)
-    return (attn @ v).reshape(n, c, h, w)
+    n, c = q.shape[:2]
+    q_rows, k_rows = pixel_rows(q), pixel_rows(k)
+    qq = q_rows.square().sum(dim=1).view(n, heads, c // heads)
+    kk = k_rows.square().sum(dim=1).view(n, heads, c // heads)
+    mix = attention_matrix(qq, kk, pixel_gram(q_rows, k_rows, heads), temperature)
+    return apply_channel_matrix(v, mix)
 
 
 class DenseQKVAttention(nn.Module):

@@ -50,7 +50,7 @@ from fusion_models.layers import (
     pointwise_conv,
 )
 from fusion_models.official_io import as_8bit, official_inference
-from fusion_models.registry import register_fusion_model
+from fusion_models.registry import VERIFIED_RANDOM_WEIGHTS, register_fusion_model
 from taskeval.errors import DataError
 
 TEXT_DIM = 768
@@ -453,6 +453,7 @@ def official_image(model: FILM, ir: torch.Tensor, vis: torch.Tensor, text: torch
     description="text-guided fusion: text features steer Restormer branches via cross-attention; "
                 "text=None uses one all-zero token",
     official_image=official_image,
+    verified=VERIFIED_RANDOM_WEIGHTS,
 )
 def film() -> nn.Module:
     return FILM()

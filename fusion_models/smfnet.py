@@ -66,7 +66,7 @@ from fusion_models.layers import (
     rows_to_map,
 )
 from fusion_models.official_io import as_8bit, official_inference
-from fusion_models.registry import register_fusion_model
+from fusion_models.registry import VERIFIED_RANDOM_WEIGHTS, register_fusion_model
 
 # Checkpoint top-level keys, in the order of the official pipeline.
 CHECKPOINT_KEYS = ("DIDF_Encoder", "DIDF_Decoder", "BaseFuseLayer", "DetailFuseLayer", "GraphModel")
@@ -1026,6 +1026,7 @@ def official_image(model: SMFNet, ir: torch.Tensor, vis: torch.Tensor, text=None
     weights_file="model_VIF.pth",
     description="graph reasoning between IR/visible nodes plus base/detail decomposition (Restormer encoder)",
     official_image=official_image,
+    verified=VERIFIED_RANDOM_WEIGHTS,
 )
 def smfnet(**kwargs) -> nn.Module:
     return SMFNet()
