@@ -39,7 +39,7 @@ PAIRS = ("00016N", "00091D")
 # Max |port - official| on the raw sigmoid output. 00016N: RECIPE.md (CDDFuse) suggests 1e-5, about 4x the
 # official code's own float32 error there (float64 vs float32: 2.3e-6; 1 vs 2 threads: 6.6e-7).
 # 00091D is far worse conditioned in float32 (the 307200-term sums in the channel attention, see
-# fusion_models.cddfuse.transposed_attention): the stored official output is 1.7e-4 (mean 2.5e-5) from
+# fusion_models.layers.pixel_gram): the stored official output is 1.7e-4 (mean 2.5e-5) from
 # the same network in float64, and the official code re-run on our AMD EPYC lands 3.8e-4 from the stored
 # output. The port (blocked sums) is 5.7e-6 from float64 and 1.8e-4 from the stored output. Hence 5e-4
 # there (the official code's own spread across CPUs), with mean bounds that a mis-mapped tensor (moving
