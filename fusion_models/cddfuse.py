@@ -46,13 +46,14 @@ Two ways to run it:
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
 
 from fusion_models.layers import DetailNode, base_feature_block, restormer_block
+from fusion_models.official_io import check_official_pair, opencv_rounded_grey
 from fusion_models.registry import VERIFIED_RANDOM_WEIGHTS, register_fusion_model
+from fusion_models.weights import flatten_parallel_checkpoint
 
 # Top-level keys of the official checkpoint, in the order test_IVF.py loads them.
 CHECKPOINT_KEYS = ("DIDF_Encoder", "DIDF_Decoder", "BaseFuseLayer", "DetailFuseLayer")
@@ -150,10 +151,7 @@ class CDDFuse(nn.Module):
         ``{"DIDF_Encoder": {"module.x": t}, ...}`` becomes ``{"DIDF_Encoder.x": t, ...}``;
         anything else (e.g. a state dict saved from this module) is returned unchanged.
         """
-        if not (isinstance(obj, dict) and all(isinstance(obj.get(k), dict) for k in CHECKPOINT_KEYS)):
-            return obj
-        return {f"{top}.{key.removeprefix('module.')}": value
-                for top in CHECKPOINT_KEYS for key, value in obj[top].items()}
+        return flatten_parallel_checkpoint(obj, CHECKPOINT_KEYS)
 
 
 # --- the official test script around the network (shared with EMMA: same reader and writer) ---------
@@ -161,11 +159,6 @@ class CDDFuse(nn.Module):
 def _as_uint8(x: torch.Tensor) -> np.ndarray:
     """Float image(s) in [0,1] that are 8-bit files / 255 -> the uint8 values (nearest level)."""
     return np.rint(x.detach().float().cpu().clamp(0, 1).numpy() * 255.0).astype(np.uint8)
-
-
-def _cv2_grey(bgr: np.ndarray) -> np.ndarray:
-    """``image_read_cv2(mode='GRAY') / 255``: float32 BGR -> OpenCV grey -> rounded -> / 255 (float64)."""
-    return np.round(cv2.cvtColor(bgr.astype(np.float32), cv2.COLOR_BGR2GRAY)) / 255.0
 
 
 def official_grey_inputs(ir: torch.Tensor, vis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -181,13 +174,10 @@ def official_grey_inputs(ir: torch.Tensor, vis: torch.Tensor) -> tuple[torch.Ten
     Returns:
         (ir_in, vis_in), each (N,1,H,W) float32 on the CPU.
     """
-    if ir.ndim != 4 or ir.shape[1] != 1 or vis.ndim != 4 or vis.shape[1] != 3 or \
-            ir.shape[0] != vis.shape[0] or ir.shape[-2:] != vis.shape[-2:]:
-        raise ValueError(f"expected IR (N,1,H,W) and visible RGB (N,3,H,W) of one size, got "
-                         f"{tuple(ir.shape)} and {tuple(vis.shape)}")
+    check_official_pair(ir, vis, "CDDFuse/EMMA")
     ir8, vis8 = _as_uint8(ir[:, 0]), _as_uint8(vis)
-    ir_in = np.stack([_cv2_grey(np.repeat(img[..., None], 3, axis=2)) for img in ir8])
-    vis_in = np.stack([_cv2_grey(img.transpose(1, 2, 0)[..., ::-1]) for img in vis8])
+    ir_in = np.stack([opencv_rounded_grey(img) for img in ir8])
+    vis_in = np.stack([opencv_rounded_grey(img.transpose(1, 2, 0)) for img in vis8])
     return (torch.from_numpy(ir_in).float().unsqueeze(1), torch.from_numpy(vis_in).float().unsqueeze(1))
 
 

@@ -37,14 +37,14 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from fusion_models.layers import large_tensors_on_heap, overwrite_ok, pointwise_conv, restormer_block
-from fusion_models.official_io import as_8bit, official_inference
+from fusion_models.official_io import as_8bit, check_official_pair, official_inference
+from fusion_models.official_io import opencv_rounded_grey as official_grey
 from fusion_models.registry import VERIFIED_RANDOM_WEIGHTS, register_fusion_model
 from taskeval.errors import DataError
 
@@ -281,20 +281,6 @@ def load_text_embeddings(folder: str | os.PathLike, ids: Iterable[str]) -> torch
     return torch.from_numpy(np.stack(arrays))
 
 
-def official_grey(img8: np.ndarray) -> np.ndarray:
-    """``image_read_cv2(path, 'GRAY') / 255`` of the official ``data_process.py`` for an 8-bit file.
-
-    Args:
-        img8: (H,W) grey or (H,W,3) RGB uint8 file contents (``cv2.imread`` reads both as BGR).
-
-    Returns:
-        (H,W) float32: OpenCV's float ``BGR2GRAY``, ROUNDED to an integer grey level, / 255.
-    """
-    rgb = np.repeat(img8[..., None], 3, axis=2) if img8.ndim == 2 else img8
-    bgr = np.ascontiguousarray(rgb[..., ::-1]).astype(np.float32)
-    return np.round(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)) / 255.0
-
-
 def official_png_values(fused: torch.Tensor) -> np.ndarray:
     """``test.py``'s writing of one raw output: min-max, x255, ``astype('uint8')`` (TRUNCATION), grey PNG.
 
@@ -325,10 +311,7 @@ def official_image(model: FILM, ir: torch.Tensor, vis: torch.Tensor, text: torch
     Raises:
         ValueError: shapes that are not an IR/visible pair, or values that are not 8-bit / 255.
     """
-    if ir.ndim != 4 or ir.shape[1] != 1 or vis.ndim != 4 or vis.shape[1] != 3 or \
-            ir.shape[0] != vis.shape[0] or ir.shape[-2:] != vis.shape[-2:]:
-        raise ValueError(f"FILM official_image: expected IR (N,1,H,W) and visible RGB (N,3,H,W), got "
-                         f"{tuple(ir.shape)} and {tuple(vis.shape)}")
+    check_official_pair(ir, vis, "FILM")
     ir8, vis8 = as_8bit(ir, "IR"), as_8bit(vis, "visible")
     device = next(model.parameters()).device
     out = np.empty((ir8.shape[0], *ir8.shape[-2:]), np.uint8)

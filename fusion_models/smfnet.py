@@ -73,8 +73,9 @@ from fusion_models.layers import (
     release_free_heap,
     rows_to_map,
 )
-from fusion_models.official_io import as_8bit, official_inference
+from fusion_models.official_io import as_8bit, check_official_pair, official_inference, opencv_rounded_grey
 from fusion_models.registry import VERIFIED_RANDOM_WEIGHTS, register_fusion_model
+from fusion_models.weights import flatten_parallel_checkpoint
 
 # Checkpoint top-level keys, in the order of the official pipeline.
 CHECKPOINT_KEYS = ("DIDF_Encoder", "DIDF_Decoder", "BaseFuseLayer", "DetailFuseLayer", "GraphModel")
@@ -741,13 +742,7 @@ class SMFNet(nn.Module):
         ``{"DIDF_Encoder": {"module.x": t}, ...}`` becomes ``{"DIDF_Encoder.x": t, ...}``;
         anything else (e.g. a state dict saved from this module) is returned unchanged.
         """
-        if not (isinstance(obj, dict) and all(isinstance(obj.get(k), dict) for k in CHECKPOINT_KEYS)):
-            return obj
-        flat = {}
-        for top in CHECKPOINT_KEYS:
-            for key, value in obj[top].items():
-                flat[f"{top}.{key.removeprefix('module.')}"] = value
-        return flat
+        return flatten_parallel_checkpoint(obj, CHECKPOINT_KEYS)
 
 
 def official_inputs(ir8: np.ndarray, vis8: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -761,8 +756,7 @@ def official_inputs(ir8: np.ndarray, vis8: np.ndarray) -> tuple[np.ndarray, np.n
         ``data_IR`` (rounded grey / 255), ``data_VIS`` (float YCrCb's unrounded Y / 255), ``Cr``, ``Cb``
         (OpenCV's float conversion, offset 0.5 on 0..255 data, / 255): (H,W) float32 each.
     """
-    ir_bgr = np.repeat(ir8[..., None], 3, axis=2).astype(np.float32)
-    data_ir = np.round(cv2.cvtColor(ir_bgr, cv2.COLOR_BGR2GRAY)) / 255.0
+    data_ir = opencv_rounded_grey(ir8)
     vis_bgr = np.ascontiguousarray(vis8[..., ::-1]).astype(np.float32)
     y, cr, cb = cv2.split(cv2.cvtColor(vis_bgr, cv2.COLOR_BGR2YCrCb))
     return data_ir, y / 255.0, cr / 255.0, cb / 255.0
@@ -801,10 +795,7 @@ def official_image(model: SMFNet, ir: torch.Tensor, vis: torch.Tensor, text=None
     Raises:
         ValueError: shapes that are not an IR/visible pair, or values that are not 8-bit / 255.
     """
-    if ir.ndim != 4 or ir.shape[1] != 1 or vis.ndim != 4 or vis.shape[1] != 3 or \
-            ir.shape[0] != vis.shape[0] or ir.shape[-2:] != vis.shape[-2:]:
-        raise ValueError(f"SMFNet official_image: expected IR (N,1,H,W) and visible RGB (N,3,H,W), got "
-                         f"{tuple(ir.shape)} and {tuple(vis.shape)}")
+    check_official_pair(ir, vis, "SMFNet")
     ir8, vis8 = as_8bit(ir, "IR"), as_8bit(vis, "visible")
     device = next(model.parameters()).device
     out = np.empty((ir8.shape[0], *ir8.shape[-2:], 3), np.uint8)
