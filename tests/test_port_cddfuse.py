@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from restormer_reference import official_channel_attention
 
 from fusion_models.cddfuse import (
     CDDFuse,
@@ -193,17 +194,6 @@ def _official_layer_norm(x, norm):
     return ((t - mu) / torch.sqrt(var + 1e-5) * norm.body.weight + norm.body.bias).permute(0, 3, 1, 2)
 
 
-def _official_attention(q, k, v, scale, heads):
-    """net.py's attention: q, k L2-normalised over the pixels, ``softmax(q k^T * scale) @ v`` per head."""
-    b, c, h, w = q.shape
-
-    def split(t):
-        return t.reshape(b, heads, c // heads, h * w)
-
-    attn = (F.normalize(split(q), dim=-1) @ F.normalize(split(k), dim=-1).transpose(-2, -1)) * scale
-    return (attn.softmax(dim=-1) @ split(v)).reshape(b, c, h, w)
-
-
 def _official_ffn(x, ffn):
     """net.py's ``FeedForward`` / ``Mlp``: project_in, grouped 3x3, ``gelu(x1) * x2``, project_out."""
     x1, x2 = ffn.dwconv(ffn.project_in(x)).chunk(2, dim=1)
@@ -228,10 +218,10 @@ def test_shared_layers_equal_the_official_expressions(kind, dim, padding, grad):
     attn, ffn = block.attn, getattr(block, block.ffn_name)
     if kind == "restormer":
         q, k, v = attn.qkv_dwconv(attn.qkv(_official_layer_norm(x, block.norm1))).chunk(3, dim=1)
-        y = x + attn.project_out(_official_attention(q, k, v, attn.temperature, 8))
+        y = x + attn.project_out(official_channel_attention(q, k, v, attn.temperature, 8))
     else:
         q, k, v = attn.qkv2(attn.qkv1(_official_layer_norm(x, block.norm1))).chunk(3, dim=1)
-        y = x + attn.proj(_official_attention(q, k, v, attn.scale, 8))
+        y = x + attn.proj(official_channel_attention(q, k, v, attn.scale, 8))
     expected = y + _official_ffn(_official_layer_norm(y, block.norm2), ffn)
     with torch.set_grad_enabled(grad):
         got = block(x.clone())
