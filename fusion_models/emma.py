@@ -16,8 +16,9 @@ Architecture (channels 8, 16, 32, 32 on four scales), every block a :class:`Rest
 Every convolution pads by reflection except the dense q/k/v convolution of the attention (zeros),
 as in the official code. In the 8-channel blocks (``*_1``) the 8 attention heads have one channel
 each: the attention is the identity on v and their ``attn.scale`` gets no gradient (kept so the
-official file loads). The attention sums over the pixels are blocked as in CDDFuse (see
-:func:`fusion_models.cddfuse.transposed_attention`), the one deliberate numerical difference.
+official file loads). The blocks are built from the layers EMMA shares with CDDFuse
+(:func:`fusion_models.layers.base_feature_block`), computed as there: attention sums over the pixels in
+blocks and the dense q/k/v convolutions composed (the deliberate numerical differences, float rounding).
 
 Sizes: the official ``test.py`` runs a side that is not a multiple of 32 as four overlapping corner
 crops of size (H - H % 32, W - W % 32) and pastes them (upper left whole, then the right strip from
@@ -40,13 +41,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from fusion_models.cddfuse import (
-    BaseFeatureExtraction,
-    legacy_png_uint8,
-    model_device,
-    official_grey_inputs,
-    official_png,
-)
+from fusion_models.cddfuse import legacy_png_uint8, model_device, official_grey_inputs, official_png
+from fusion_models.layers import base_feature_block
 from fusion_models.registry import VERIFIED_RANDOM_WEIGHTS, register_fusion_model
 
 CHANNELS = (8, 16, 32, 32)
@@ -89,7 +85,7 @@ class RestormerCNNBlock(nn.Module):
     def __init__(self, in_dim: int, out_dim: int):
         super().__init__()
         self.embed = _conv3x3(in_dim, out_dim)
-        self.GlobalFeature = BaseFeatureExtraction(out_dim, num_heads=8, padding_mode="reflect")
+        self.GlobalFeature = base_feature_block(out_dim, num_heads=8, padding_mode="reflect")
         self.LocalFeature = LocalFeatureExtraction(out_dim)
         self.FFN = _conv3x3(2 * out_dim, out_dim)
 

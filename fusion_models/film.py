@@ -19,10 +19,12 @@ Data flow for IR ``a`` and visible luminance ``b`` (both ``(N,1,H,W)``) and text
 
 "nearest" is PyTorch's legacy nearest (source index ``floor(dst * in / out)``), as in the official code.
 
-Deliberate numerical difference: inside the channel attention the two sums over all H*W pixels (the
-L2 norms of q, k and their Gram matrix) are done in blocks instead of by ``F.normalize`` and one
-matmul. Same arithmetic; on a 640x480 pair the official float32 output drifts up to 4e-3 from exact
-(float64) evaluation depending on the BLAS kernel, the port stays within 5e-5 of it.
+The Restormer blocks are the layers FILM shares with CDDFuse, EMMA and SMFNet
+(:func:`fusion_models.layers.restormer_block`, feed-forward expansion 4). Deliberate numerical
+difference: inside the channel attention the two sums over all H*W pixels (the L2 norms of q, k and
+their Gram matrix) are done in blocks instead of by ``F.normalize`` and one matmul. Same arithmetic; on
+a 640x480 pair the official float32 output drifts up to 4e-3 from exact (float64) evaluation depending
+on the BLAS kernel, the port stays within 5e-5 of it.
 
 Without text (``text=None``) the official code fails; here the text is one all-zero 768-d token (see
 :meth:`FILM.forward` for why).
@@ -35,21 +37,14 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fusion_models.layers import (
-    apply_channel_matrix,
-    head_pair_order,
-    large_tensors_on_heap,
-    overwrite_ok,
-    paired_attention_matrix,
-    pointwise_conv,
-)
-from fusion_models.official_io import as_8bit, official_inference
+from fusion_models.layers import large_tensors_on_heap, overwrite_ok, pointwise_conv, restormer_block
+from fusion_models.official_io import as_8bit, check_official_pair, official_inference
+from fusion_models.official_io import opencv_rounded_grey as official_grey
 from fusion_models.registry import VERIFIED_RANDOM_WEIGHTS, register_fusion_model
 from taskeval.errors import DataError
 
@@ -58,99 +53,6 @@ TEXT_DIM = 768
 
 TOKEN_GRID = (288, 384)
 """Fixed (H, W) every image feature is resampled to before it is cut into attention tokens."""
-
-
-class _ChannelLayerNorm(nn.Module):
-    """LayerNorm over the channels of each pixel of a ``(N,C,H,W)`` map (biased variance, eps 1e-5).
-
-    Computed as mean, then variance of the centred values (two passes), like the official code:
-    ``nn.LayerNorm`` on CPU lost more float32 accuracy on these features (large mean, small spread). ``body`` only holds the affine parameters
-    (checkpoint keys ``norm*.body.weight/bias``). On channels-last maps both reductions run over
-    contiguous channels.
-    """
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.body = nn.LayerNorm(dim, eps=1e-5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = x - x.mean(dim=1, keepdim=True)
-        # Variance as the mean square of the centred values: the official ``x.var`` up to rounding, and
-        # 8x faster than its Welford kernel on 32 channels-last channels.
-        std = torch.sqrt(y.square().mean(dim=1, keepdim=True) + self.body.eps)
-        y = y.div_(std) if overwrite_ok() else y / std
-        shape = (1, -1, 1, 1)
-        return torch.addcmul(self.body.bias.view(shape), y, self.body.weight.view(shape))
-
-
-class _ChannelSelfAttention(nn.Module):
-    """Restormer MDTA: attention between channels (C/heads x C/heads per head), not between pixels.
-
-    q, k are L2-normalised over the pixels, so the logits are cosine similarities scaled by a
-    learned per-head temperature; cost is linear in H*W. The QKV projection's q, k channels are
-    reordered head by head so one Gram block per head, summed over the pixels in blocks
-    (:func:`fusion_models.layers.pixel_gram`: a deliberate numerical difference from the official
-    code, same arithmetic), gives all norms and products; attention and output projection are then
-    one (C, C) matrix applied to v with the residual added by the same call.
-    ``forward(x, residual)`` returns ``residual + attention(x)``.
-    """
-
-    def __init__(self, dim: int, num_heads: int):
-        super().__init__()
-        self.num_heads = num_heads
-        self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
-        self.qkv = nn.Conv2d(dim, 3 * dim, kernel_size=1, bias=False)
-        self.qkv_dwconv = nn.Conv2d(3 * dim, 3 * dim, kernel_size=3, padding=1, groups=3 * dim, bias=False)
-        self.project_out = nn.Conv2d(dim, dim, kernel_size=1, bias=False)
-        self.register_buffer(
-            "_order", torch.tensor(head_pair_order(dim, num_heads) + list(range(2 * dim, 3 * dim))), persistent=False
-        )
-
-    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        dim = x.shape[1]
-        qkv = pointwise_conv(x, self.qkv.weight[self._order])
-        qkv = F.conv2d(qkv, self.qkv_dwconv.weight[self._order], padding=1, groups=3 * dim)
-        matrix = paired_attention_matrix(qkv[:, :2 * dim], self.temperature, self.num_heads,
-                                         self.project_out.weight[:, :, 0, 0])
-        return apply_channel_matrix(qkv[:, 2 * dim:], matrix, residual)
-
-
-class _GatedFeedForward(nn.Module):
-    """Restormer GDFN: 1x1 expand to 2*hidden, depth-wise 3x3, GELU(half) * other half, 1x1 back.
-
-    ``forward(x, residual)`` returns ``residual + GDFN(x)``.
-    """
-
-    def __init__(self, dim: int, expansion: int):
-        super().__init__()
-        hidden = dim * expansion
-        self.project_in = nn.Conv2d(dim, 2 * hidden, kernel_size=1, bias=False)
-        self.dwconv = nn.Conv2d(2 * hidden, 2 * hidden, kernel_size=3, padding=1, groups=2 * hidden, bias=False)
-        self.project_out = nn.Conv2d(hidden, dim, kernel_size=1, bias=False)
-
-    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        h = F.conv2d(pointwise_conv(x, self.project_in.weight), self.dwconv.weight, padding=1,
-                     groups=self.dwconv.groups)
-        gate, value = h.chunk(2, dim=1)
-        gated = torch.ops.aten.gelu_(gate).mul(value) if overwrite_ok() else F.gelu(gate) * value
-        del h, gate, value
-        out = pointwise_conv(gated, self.project_out.weight)
-        return out.add_(residual) if overwrite_ok() else out + residual
-
-
-class _RestormerBlock(nn.Module):
-    """Pre-norm residual block: ``x + attn(norm1(x))`` then ``+ ffn(norm2(.))``; shape preserved."""
-
-    def __init__(self, dim: int, num_heads: int = 8, expansion: int = 4):
-        super().__init__()
-        self.norm1 = _ChannelLayerNorm(dim)
-        self.attn = _ChannelSelfAttention(dim, num_heads)
-        self.norm2 = _ChannelLayerNorm(dim)
-        self.ffn = _GatedFeedForward(dim, expansion)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.attn(self.norm1(x), x)
-        return self.ffn(self.norm2(x), x)
 
 
 def _prelu(x: torch.Tensor, prelu: nn.PReLU) -> torch.Tensor:
@@ -207,8 +109,8 @@ class _TextGuidedBlock(nn.Module):
             setattr(self, f"prelu{side}2", nn.PReLU())
             setattr(self, f"conv{side}3", nn.Conv2d(2 * dim, dim, kernel_size=1))
             setattr(self, f"prelu{side}3", nn.PReLU())
-        self.restormerA1 = _RestormerBlock(dim)
-        self.restormerB1 = _RestormerBlock(dim)
+        self.restormerA1 = restormer_block(dim, 8, expansion=4)
+        self.restormerB1 = restormer_block(dim, 8, expansion=4)
         self.cross_attentionA1 = _TextToImageAttention(token_dim)
         self.cross_attentionA2 = _TextToImageAttention(token_dim)
         self.imagef2textfA1 = _ImageTokens(dim, token_dim)
@@ -279,9 +181,9 @@ class FILM(nn.Module):
         self.restormerca1 = _TextGuidedBlock(1, mid_channels, token_channels, token_dim)
         self.restormerca2 = _TextGuidedBlock(mid_channels, mid_channels, token_channels, token_dim)
         self.restormerca3 = _TextGuidedBlock(mid_channels, mid_channels, token_channels, token_dim)
-        self.restormer1 = _RestormerBlock(2 * mid_channels)
-        self.restormer2 = _RestormerBlock(mid_channels)
-        self.restormer3 = _RestormerBlock(mid_channels)
+        self.restormer1 = restormer_block(2 * mid_channels, 8, expansion=4)
+        self.restormer2 = restormer_block(mid_channels, 8, expansion=4)
+        self.restormer3 = restormer_block(mid_channels, 8, expansion=4)
         self.conv1 = nn.Conv2d(2 * mid_channels, mid_channels, kernel_size=1)
         self.conv2 = nn.Conv2d(mid_channels, 1, kernel_size=1)
         # Channels-last weights make every convolution output channels-last: depth-wise convolutions
@@ -379,20 +281,6 @@ def load_text_embeddings(folder: str | os.PathLike, ids: Iterable[str]) -> torch
     return torch.from_numpy(np.stack(arrays))
 
 
-def official_grey(img8: np.ndarray) -> np.ndarray:
-    """``image_read_cv2(path, 'GRAY') / 255`` of the official ``data_process.py`` for an 8-bit file.
-
-    Args:
-        img8: (H,W) grey or (H,W,3) RGB uint8 file contents (``cv2.imread`` reads both as BGR).
-
-    Returns:
-        (H,W) float32: OpenCV's float ``BGR2GRAY``, ROUNDED to an integer grey level, / 255.
-    """
-    rgb = np.repeat(img8[..., None], 3, axis=2) if img8.ndim == 2 else img8
-    bgr = np.ascontiguousarray(rgb[..., ::-1]).astype(np.float32)
-    return np.round(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)) / 255.0
-
-
 def official_png_values(fused: torch.Tensor) -> np.ndarray:
     """``test.py``'s writing of one raw output: min-max, x255, ``astype('uint8')`` (TRUNCATION), grey PNG.
 
@@ -423,10 +311,7 @@ def official_image(model: FILM, ir: torch.Tensor, vis: torch.Tensor, text: torch
     Raises:
         ValueError: shapes that are not an IR/visible pair, or values that are not 8-bit / 255.
     """
-    if ir.ndim != 4 or ir.shape[1] != 1 or vis.ndim != 4 or vis.shape[1] != 3 or \
-            ir.shape[0] != vis.shape[0] or ir.shape[-2:] != vis.shape[-2:]:
-        raise ValueError(f"FILM official_image: expected IR (N,1,H,W) and visible RGB (N,3,H,W), got "
-                         f"{tuple(ir.shape)} and {tuple(vis.shape)}")
+    check_official_pair(ir, vis, "FILM")
     ir8, vis8 = as_8bit(ir, "IR"), as_8bit(vis, "visible")
     device = next(model.parameters()).device
     out = np.empty((ir8.shape[0], *ir8.shape[-2:]), np.uint8)

@@ -81,6 +81,24 @@ def pillow_luma(rgb8: np.ndarray) -> np.ndarray:
     return np.array(Image.fromarray(np.ascontiguousarray(rgb8)).convert("L"))
 
 
+def opencv_rounded_grey(img8: np.ndarray) -> np.ndarray:
+    """``image_read_cv2(path, 'GRAY') / 255`` of the CDDFuse, EMMA, FILM and SMFNet code for an 8-bit file.
+
+    ``cv2.imread`` (BGR; a grey file as three equal channels) -> float32 -> OpenCV ``BGR2GRAY`` on the
+    float image -> ``np.round`` -> / 255: the ROUNDED grey level / 255 (Pillow's integer luma,
+    :func:`pillow_luma`, can differ from it by one level).
+
+    Args:
+        img8: (H,W) grey or (H,W,3) RGB uint8 file contents.
+
+    Returns:
+        (H,W) float32.
+    """
+    rgb = np.repeat(img8[..., None], 3, axis=2) if img8.ndim == 2 else img8
+    bgr = np.ascontiguousarray(rgb[..., ::-1]).astype(np.float32)
+    return np.round(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)) / 255.0
+
+
 def ycrcb_of_rgb(rgb: torch.Tensor, clamp: bool) -> torch.Tensor:
     """``RGB2YCrCb`` of the SeAFusion and IGNet test scripts on [0,1] floats.
 

@@ -25,6 +25,8 @@ per 640x480 pair and allocates about a thousand feature maps of 80-240 MB; here:
 
 * Channels-last throughout, so depth-wise convolutions and the per-pixel layer norms are fast and
   (B, H*W, C) pixel rows are free views.
+* The Restormer pieces (layer norm, MDTA, dense-QKV attention, detail node) are the ones SMFNet shares
+  with CDDFuse, EMMA and FILM, in :mod:`fusion_models.layers`.
 * Channel attention from per-head Gram blocks summed over the pixels in blocks
   (:func:`fusion_models.layers.pixel_gram`), normalised afterwards; the heads' softmax weights form a
   block-diagonal (C, C) matrix that is multiplied into the output projection, so attention and
@@ -53,20 +55,27 @@ import torch.nn.functional as F
 from torch import nn
 
 from fusion_models.layers import (
+    MDTA,
+    DenseQKVAttention,
+    DetailNode,
+    InvertedResidual,
+    PreNormBlock,
+    add_fresh,
     apply_channel_matrix,
     attention_matrix,
-    head_pair_order,
+    channel_halves,
+    gelu_fresh,
     large_tensors_on_heap,
     overwrite_ok,
-    paired_attention_matrix,
     pixel_gram,
     pixel_rows,
     pointwise_conv,
     release_free_heap,
     rows_to_map,
 )
-from fusion_models.official_io import as_8bit, official_inference
+from fusion_models.official_io import as_8bit, check_official_pair, official_inference, opencv_rounded_grey
 from fusion_models.registry import VERIFIED_RANDOM_WEIGHTS, register_fusion_model
+from fusion_models.weights import flatten_parallel_checkpoint
 
 # Checkpoint top-level keys, in the order of the official pipeline.
 CHECKPOINT_KEYS = ("DIDF_Encoder", "DIDF_Decoder", "BaseFuseLayer", "DetailFuseLayer", "GraphModel")
@@ -75,142 +84,11 @@ CHECKPOINT_KEYS = ("DIDF_Encoder", "DIDF_Decoder", "BaseFuseLayer", "DetailFuseL
 # ----------------------------------------------------------------------------- functional helpers
 
 
-def _gelu(x: torch.Tensor) -> torch.Tensor:
-    """Exact GELU of a fresh temporary (in place when no autograd graph is recorded)."""
-    return torch.ops.aten.gelu_(x) if overwrite_ok() else F.gelu(x)
-
-
 def _leaky(x: torch.Tensor, slope: float) -> torch.Tensor:
     return F.leaky_relu(x, slope, inplace=overwrite_ok())
 
 
-def _relu6(x: torch.Tensor) -> torch.Tensor:
-    return F.hardtanh(x, 0.0, 6.0, inplace=overwrite_ok())
-
-
-def _add(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``x + y`` for a fresh temporary ``x`` (overwritten when no autograd graph is recorded)."""
-    return x.add_(y) if overwrite_ok() else x + y
-
-
-def _cl(weight: torch.Tensor) -> torch.Tensor:
-    return weight.contiguous(memory_format=torch.channels_last)
-
-
-class _DerivedWeight:
-    """Caches a tensor computed from parameters while no autograd graph is recorded.
-
-    Recomputed when any source parameter changes (in-place updates bump its version counter; loading
-    or moving the module replaces its storage).
-    """
-
-    def __init__(self):
-        self._key = None
-        self._value = None
-
-    def get(self, compute, *params: torch.Tensor) -> torch.Tensor:
-        if not overwrite_ok():
-            return compute()
-        key = tuple((p._version, p.data_ptr(), p.dtype, p.device) for p in params)
-        if key != self._key:
-            self._value, self._key = compute(), key
-        return self._value
-
-
 # ----------------------------------------------------------------------------- Restormer parts
-
-
-class _LayerNormParams(nn.Module):
-    """Holds the affine parameters under the official names ``body.weight`` / ``body.bias``."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.bias = nn.Parameter(torch.zeros(dim))
-
-
-class ChannelLayerNorm(nn.Module):
-    """Layer norm over the channels of each pixel (biased variance, eps 1e-5 inside the root).
-
-    Args:
-        dim: number of channels C. Input and output (B, C, H, W); for the channels-last features
-            of this network the permutations are free views.
-    """
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.body = _LayerNormParams(dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.body.weight, self.body.bias, eps=1e-5)
-        return y.permute(0, 3, 1, 2)
-
-
-class MDTA(nn.Module):
-    """Restormer multi-Dconv-head transposed attention (1x1 then depth-wise 3x3 QKV, no bias).
-
-    ``forward(x, residual)`` returns ``residual + attention(x)``.
-    """
-
-    def __init__(self, dim: int = 64, num_heads: int = 8):
-        super().__init__()
-        self.num_heads = num_heads
-        self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
-        self.qkv = nn.Conv2d(dim, dim * 3, 1, bias=False)
-        self.qkv_dwconv = nn.Conv2d(dim * 3, dim * 3, 3, padding=1, groups=dim * 3, bias=False)
-        self.project_out = nn.Conv2d(dim, dim, 1, bias=False)
-        # q and k channels reordered head by head (the depth-wise filters follow), v unchanged.
-        self.register_buffer(
-            "_order", torch.tensor(head_pair_order(dim, num_heads) + list(range(2 * dim, 3 * dim))), persistent=False
-        )
-
-    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        dim = x.shape[1]
-        qkv = pointwise_conv(x, self.qkv.weight[self._order])
-        qkv = F.conv2d(qkv, self.qkv_dwconv.weight[self._order], padding=1, groups=3 * dim)
-        weights = paired_attention_matrix(qkv[:, :2 * dim], self.temperature, self.num_heads,
-                                    self.project_out.weight[:, :, 0, 0])
-        return apply_channel_matrix(qkv[:, 2 * dim:], weights, residual)
-
-
-class DenseQKVAttention(nn.Module):
-    """Transposed attention whose QKV goes through a dense 3x3 convolution (the costly layer).
-
-    ``qkv2(qkv1(x))`` (1x1 then 3x3, no bias, zero padding) is computed as one 3x3 convolution with the
-    composed weights, for q and k (64 -> 128); v, attention and projection are linear in v, so they are
-    one per-image 3x3 convolution 64 -> 64 whose weights are the attention-and-projection matrix times
-    the composed v weights. ``forward(x, residual)`` returns ``residual + attention(x)``.
-    """
-
-    def __init__(self, dim: int = 64, num_heads: int = 8):
-        super().__init__()
-        self.num_heads = num_heads
-        self.scale = nn.Parameter(torch.ones(num_heads, 1, 1))
-        self.qkv1 = nn.Conv2d(dim, dim * 3, 1, bias=False)
-        self.qkv2 = nn.Conv2d(dim * 3, dim * 3, 3, padding=1, bias=False)
-        self.proj = nn.Conv2d(dim, dim, 1, bias=False)
-        self.register_buffer(
-            "_order", torch.tensor(head_pair_order(dim, num_heads) + list(range(2 * dim, 3 * dim))), persistent=False
-        )
-        self._composed = _DerivedWeight()
-
-    def _compose(self) -> torch.Tensor:
-        """(3C, C, 3, 3) weights of qkv2 o qkv1, q/k rows in head-pair order; composed in float64."""
-        w2, w1 = self.qkv2.weight[self._order], self.qkv1.weight[:, :, 0, 0]
-        return torch.einsum("omhw,mi->oihw", w2.double(), w1.double()).to(w2.dtype)
-
-    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        dim = x.shape[1]
-        w = self._composed.get(self._compose, self.qkv1.weight, self.qkv2.weight)
-        qk = F.conv2d(x, _cl(w[:2 * dim]), padding=1)
-        weights = paired_attention_matrix(qk, self.scale, self.num_heads, self.proj.weight[:, :, 0, 0])
-        del qk
-        w_out = torch.einsum("boc,cihw->boihw", weights, w[2 * dim:])
-        if x.shape[0] == 1:
-            out = F.conv2d(x, _cl(w_out[0]), padding=1)
-        else:
-            out = torch.cat([F.conv2d(x[i:i + 1], _cl(w_out[i]), padding=1) for i in range(x.shape[0])])
-        return _add(out, residual)
 
 
 class LeFF(nn.Module):
@@ -229,10 +107,10 @@ class LeFF(nn.Module):
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         conv1, dw, conv2 = self.linear1[0], self.dwconv[0], self.linear2[0]
-        h = _gelu(pointwise_conv(x, conv1.weight, conv1.bias))
-        h = _gelu(F.conv2d(h, dw.weight, dw.bias, padding=1, groups=dw.groups))
-        h = _gelu(pointwise_conv(h, conv2.weight, conv2.bias))
-        return _add(_add(h, x), residual)
+        h = gelu_fresh(pointwise_conv(x, conv1.weight, conv1.bias))
+        h = gelu_fresh(F.conv2d(h, dw.weight, dw.bias, padding=1, groups=dw.groups))
+        h = gelu_fresh(pointwise_conv(h, conv2.weight, conv2.bias))
+        return add_fresh(add_fresh(h, x), residual)
 
 
 class PointwiseFeedForward(nn.Module):
@@ -247,57 +125,29 @@ class PointwiseFeedForward(nn.Module):
         self.project_out = nn.Conv2d(dim * factor, dim, 1, bias=False)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        h = _gelu(pointwise_conv(x, self.project_in.weight))
-        return _add(pointwise_conv(h, self.project_out.weight), residual)
+        h = gelu_fresh(pointwise_conv(x, self.project_in.weight))
+        return add_fresh(pointwise_conv(h, self.project_out.weight), residual)
 
 
-class RestormerBlock(nn.Module):
+def restormer_block(dim: int = 64, num_heads: int = 8) -> PreNormBlock:
     """Pre-norm MDTA + LeFF block (official ``TransformerBlock``)."""
-
-    def __init__(self, dim: int = 64, num_heads: int = 8):
-        super().__init__()
-        self.norm1 = ChannelLayerNorm(dim)
-        self.attn = MDTA(dim, num_heads)
-        self.norm2 = ChannelLayerNorm(dim)
-        self.ffn_leff = LeFF(dim, 64)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.attn(self.norm1(x), x)
-        return self.ffn_leff(self.norm2(x), x)
+    return PreNormBlock(dim, MDTA(dim, num_heads), LeFF(dim, 64), ffn_name="ffn_leff")
 
 
-class BaseFuseBlock(nn.Module):
-    """The base-feature fusion layer: a :class:`RestormerBlock` whose LeFF is named ``mlp``.
+class BaseFuseBlock(PreNormBlock):
+    """The base-feature fusion layer: a :func:`restormer_block` whose LeFF is named ``mlp``.
 
     ``reduce_channel`` is an unused official parameter.
     """
 
     def __init__(self, dim: int = 64, num_heads: int = 8):
-        super().__init__()
-        self.norm1 = ChannelLayerNorm(dim)
-        self.attn = MDTA(dim, num_heads)
-        self.norm2 = ChannelLayerNorm(dim)
-        self.mlp = LeFF(dim, 64)
+        super().__init__(dim, MDTA(dim, num_heads), LeFF(dim, 64), ffn_name="mlp")
         self.reduce_channel = nn.Conv2d(dim * 2, dim, 1, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.attn(self.norm1(x), x)
-        return self.mlp(self.norm2(x), x)
 
-
-class DenseAttentionBlock(nn.Module):
+def dense_attention_block(dim: int = 64, num_heads: int = 8) -> PreNormBlock:
     """Pre-norm DenseQKVAttention + PointwiseFeedForward block (official ``TransformerBase``)."""
-
-    def __init__(self, dim: int = 64, num_heads: int = 8):
-        super().__init__()
-        self.norm1 = ChannelLayerNorm(dim)
-        self.attn = DenseQKVAttention(dim, num_heads)
-        self.norm2 = ChannelLayerNorm(dim)
-        self.mlp = PointwiseFeedForward(dim, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.attn(self.norm1(x), x)
-        return self.mlp(self.norm2(x), x)
+    return PreNormBlock(dim, DenseQKVAttention(dim, num_heads), PointwiseFeedForward(dim, 2), ffn_name="mlp")
 
 
 def _three_conv(dim: int) -> nn.Sequential:
@@ -310,12 +160,12 @@ def _three_conv(dim: int) -> nn.Sequential:
 
 
 class ResidualGroup(nn.Module):
-    """``depth`` x (RestormerBlock, DenseAttentionBlock), a three-convolution tail and a skip."""
+    """``depth`` x (:func:`restormer_block`, :func:`dense_attention_block`), a three-convolution tail and a skip."""
 
     def __init__(self, dim: int = 64, num_heads: int = 8, depth: int = 2):
         super().__init__()
         self.residual_group = nn.ModuleList(
-            nn.Sequential(RestormerBlock(dim, num_heads), DenseAttentionBlock(dim, num_heads))
+            nn.Sequential(restormer_block(dim, num_heads), dense_attention_block(dim, num_heads))
             for _ in range(depth)
         )
         self.conv = _three_conv(dim)
@@ -327,7 +177,7 @@ class ResidualGroup(nn.Module):
         conv1, conv2, conv3 = self.conv[0], self.conv[2], self.conv[4]
         y = _leaky(conv1(y), 0.2)
         y = _leaky(pointwise_conv(y, conv2.weight, conv2.bias), 0.2)
-        return _add(conv3(y), x)
+        return add_fresh(conv3(y), x)
 
 
 class BaseBranch(nn.Module):
@@ -380,51 +230,6 @@ class CrossAttention(nn.Module):
         return apply_channel_matrix(kv[:, dim:], weights, self.project_out.bias)
 
 
-class InvertedResidual(nn.Module):
-    """MobileNetV2 bottleneck without batch norm: 1x1, ReLU6, reflect-padded depth-wise 3x3, ReLU6, 1x1."""
-
-    def __init__(self, inp: int = 32, oup: int = 32, expand: int = 2):
-        super().__init__()
-        hidden = inp * expand
-        self.bottleneckBlock = nn.Sequential(
-            nn.Conv2d(inp, hidden, 1, bias=False), nn.ReLU6(),
-            nn.ReflectionPad2d(1), nn.Conv2d(hidden, hidden, 3, groups=hidden, bias=False), nn.ReLU6(),
-            nn.Conv2d(hidden, oup, 1, bias=False),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        expand, dw, project = self.bottleneckBlock[0], self.bottleneckBlock[3], self.bottleneckBlock[5]
-        h = _relu6(pointwise_conv(x, expand.weight))
-        h = _relu6(F.conv2d(F.pad(h, (1, 1, 1, 1), mode="reflect"), dw.weight, groups=dw.groups))
-        return pointwise_conv(h, project.weight)
-
-
-def _halves(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Split the channels into two halves."""
-    c = x.shape[1] // 2
-    return x[:, :c], x[:, c:]
-
-
-class DetailNode(nn.Module):
-    """Affine coupling node of the encoder's detail branch (CDDFuse ``DetailNode``)."""
-
-    def __init__(self, half: int = 32):
-        super().__init__()
-        self.theta_phi = InvertedResidual(half, half)
-        self.theta_rho = InvertedResidual(half, half)
-        self.theta_eta = InvertedResidual(half, half)
-        self.shffleconv = nn.Conv2d(half * 2, half * 2, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 2*half, H, W) = cat(z1, z2) -> cat(z1', z2')."""
-        z1, z2 = _halves(pointwise_conv(x, self.shffleconv.weight, self.shffleconv.bias))
-        z2 = _add(self.theta_phi(z1), z2)
-        scale = self.theta_rho(z2)
-        scale = scale.exp_().mul_(z1) if overwrite_ok() else torch.exp(scale) * z1
-        z1 = _add(scale, self.theta_eta(z2))
-        return torch.cat((z1, z2), dim=1)
-
-
 class EncoderDetailBranch(nn.Module):
     """Cross attention between the two channel halves, then one :class:`DetailNode`."""
 
@@ -434,7 +239,7 @@ class EncoderDetailBranch(nn.Module):
         self.layer = DetailNode(half)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z1, z2 = _halves(x)
+        z1, z2 = channel_halves(x)
         return self.layer(torch.cat((self.TCA(z2, z1), self.TCA(z1, z2)), dim=1))
 
 
@@ -509,7 +314,7 @@ class GradientDenseBlock(nn.Module):
         self.convup = Conv1x1(channels, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _leaky(_add(self.convdown(self.dense(x)), self.convup(self.sobelconv(x))), 0.1)
+        return _leaky(add_fresh(self.convdown(self.dense(x)), self.convup(self.sobelconv(x))), 0.1)
 
 
 class GRDB(nn.Module):
@@ -544,7 +349,7 @@ class Encoder(nn.Module):
     def __init__(self, dim: int = 64, num_heads: int = 8):
         super().__init__()
         self.patch_embed = PatchEmbed(dim)
-        self.encoder_level1 = nn.Sequential(RestormerBlock(dim, num_heads))
+        self.encoder_level1 = nn.Sequential(restormer_block(dim, num_heads))
         self.baseFeature = BaseBranch(dim, num_heads)
         self.detailFeature = EncoderDetailBranch(dim // 2, num_heads)
         self.GRDB_module = GRDB(dim)
@@ -565,7 +370,7 @@ class Decoder(nn.Module):
 
     def __init__(self, dim: int = 64, num_heads: int = 8):
         super().__init__()
-        self.encoder_level1 = nn.Sequential(RestormerBlock(dim, num_heads))
+        self.encoder_level1 = nn.Sequential(restormer_block(dim, num_heads))
         self.output = nn.Sequential(
             nn.Conv2d(dim, dim // 2, 3, padding=1, bias=False), nn.LeakyReLU(),
             nn.Conv2d(dim // 2, dim // 4, 3, padding=1, bias=False), nn.LeakyReLU(),
@@ -612,7 +417,7 @@ class InvertibleAffineBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 2*half, H, W) = cat(x1, x2) -> cat(y1, y2)."""
-        x1, x2 = _halves(pointwise_conv(x, self.shffleconv.weight, self.shffleconv.bias))
+        x1, x2 = channel_halves(pointwise_conv(x, self.shffleconv.weight, self.shffleconv.bias))
         y2 = self._solve(self.y(x1), x2, self._scale(self.r(x1)))
         y1 = self._solve(self.f(y2), x1, self._scale(self.p(y2)))
         return torch.cat((y1, y2), dim=1)
@@ -920,12 +725,12 @@ class SMFNet(nn.Module):
             release_free_heap()
             base_i, detail_i, shallow_i = self.DIDF_Encoder(ir)
             release_free_heap()
-            base = self.BaseFuseLayer(_add(base_i, base_v))
+            base = self.BaseFuseLayer(add_fresh(base_i, base_v))
             del base_i, base_v
-            fused = _add(self.DetailFuseLayer(_add(detail_i, detail_v)), base)
+            fused = add_fresh(self.DetailFuseLayer(add_fresh(detail_i, detail_v)), base)
             del detail_i, detail_v, base
             release_free_heap()
-            fused = _add(fused, self.GraphModel(shallow_i, shallow_v))
+            fused = add_fresh(fused, self.GraphModel(shallow_i, shallow_v))
             del shallow_i, shallow_v
             release_free_heap()
             return self.DIDF_Decoder(fused)
@@ -937,13 +742,7 @@ class SMFNet(nn.Module):
         ``{"DIDF_Encoder": {"module.x": t}, ...}`` becomes ``{"DIDF_Encoder.x": t, ...}``;
         anything else (e.g. a state dict saved from this module) is returned unchanged.
         """
-        if not (isinstance(obj, dict) and all(isinstance(obj.get(k), dict) for k in CHECKPOINT_KEYS)):
-            return obj
-        flat = {}
-        for top in CHECKPOINT_KEYS:
-            for key, value in obj[top].items():
-                flat[f"{top}.{key.removeprefix('module.')}"] = value
-        return flat
+        return flatten_parallel_checkpoint(obj, CHECKPOINT_KEYS)
 
 
 def official_inputs(ir8: np.ndarray, vis8: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -957,8 +756,7 @@ def official_inputs(ir8: np.ndarray, vis8: np.ndarray) -> tuple[np.ndarray, np.n
         ``data_IR`` (rounded grey / 255), ``data_VIS`` (float YCrCb's unrounded Y / 255), ``Cr``, ``Cb``
         (OpenCV's float conversion, offset 0.5 on 0..255 data, / 255): (H,W) float32 each.
     """
-    ir_bgr = np.repeat(ir8[..., None], 3, axis=2).astype(np.float32)
-    data_ir = np.round(cv2.cvtColor(ir_bgr, cv2.COLOR_BGR2GRAY)) / 255.0
+    data_ir = opencv_rounded_grey(ir8)
     vis_bgr = np.ascontiguousarray(vis8[..., ::-1]).astype(np.float32)
     y, cr, cb = cv2.split(cv2.cvtColor(vis_bgr, cv2.COLOR_BGR2YCrCb))
     return data_ir, y / 255.0, cr / 255.0, cb / 255.0
@@ -997,10 +795,7 @@ def official_image(model: SMFNet, ir: torch.Tensor, vis: torch.Tensor, text=None
     Raises:
         ValueError: shapes that are not an IR/visible pair, or values that are not 8-bit / 255.
     """
-    if ir.ndim != 4 or ir.shape[1] != 1 or vis.ndim != 4 or vis.shape[1] != 3 or \
-            ir.shape[0] != vis.shape[0] or ir.shape[-2:] != vis.shape[-2:]:
-        raise ValueError(f"SMFNet official_image: expected IR (N,1,H,W) and visible RGB (N,3,H,W), got "
-                         f"{tuple(ir.shape)} and {tuple(vis.shape)}")
+    check_official_pair(ir, vis, "SMFNet")
     ir8, vis8 = as_8bit(ir, "IR"), as_8bit(vis, "visible")
     device = next(model.parameters()).device
     out = np.empty((ir8.shape[0], *ir8.shape[-2:], 3), np.uint8)

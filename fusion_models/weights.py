@@ -56,6 +56,18 @@ def extract_state_dict(obj, path: Path | str = "<checkpoint>") -> dict[str, torc
     return sd
 
 
+def flatten_parallel_checkpoint(obj, keys: tuple[str, ...]):
+    """One state dict from an official file holding one ``nn.DataParallel`` state dict per sub-network.
+
+    ``{"Encoder": {"module.x": t}, ...}`` becomes ``{"Encoder.x": t, ...}`` for the top-level ``keys``
+    (CDDFuse's and SMFNet's layout); anything else (e.g. a state dict saved from the port) is returned
+    unchanged.
+    """
+    if not (isinstance(obj, dict) and all(isinstance(obj.get(k), dict) for k in keys)):
+        return obj
+    return {f"{top}.{key.removeprefix('module.')}": value for top in keys for key, value in obj[top].items()}
+
+
 def read_checkpoint(path: str | os.PathLike):
     """Read a checkpoint file with ``weights_only=True`` on the CPU and return the object as stored."""
     path = Path(path)

@@ -2,20 +2,33 @@
 
 The reference comparisons run the command itself (``taskeval fuse --method M --weights W --ir --vis --out``,
 no ``--io``: the default) on a folder holding one reference pair, and compare the written PNG with the
-official code's: within 1 grey level on every pixel, equal on at least 99.5% of them (``tests/tolerances.py``:
-float noise of ~1e-6 in the network output crosses an integer before the official truncation on a few
-pixels), which is more than the issue's "within 1 level on 99.9% of the pixels".
+official code's: the issue's acceptance (within 1 grey level on at least 99.9% of the pixels), and more:
+within 1 grey level on every pixel, and equal on at least 99.5% of them (``tests/tolerances.py``: float noise
+of ~1e-6 in the network output crosses an integer before the official truncation on a few pixels; 98-99% on
+the ill-conditioned random-weight pair 00091D, see ``MIN_SHARE``).
 
-References: ``shared/reference/{SeAFusion,TarDAL,MLFuse}`` (official weights, 13 pairs, M3FD included) and
-``shared/reference/fidelity/{IGNet,SMFNet,FILM}`` (official code on a random checkpoint, 2 pairs). Measured
-with the default (official) io, max diff / pixels off by >= 1 (worst pair): SeAFusion 1 / 0.044%, TarDAL
-1 / 0.019%, MLFuse 1 / 0.12%, IGNet 1 / 0.038%; off by >= 2: none. The float pipeline (``--io float``) on
-the same pairs: see the report of issue 16 and ``tests/test_port_official_weights.py`` (c).
+References: ``shared/reference/{SeAFusion,TarDAL,MLFuse}`` (official weights, 13 pairs, M3FD included),
+``shared/reference/{IFCNN,DIDFuse}`` (official weights, 3 pairs, M3FD_00000 included) and
+``shared/reference/fidelity/{IGNet,SMFNet,FILM,CDDFuse,EMMA}`` (official code on a random checkpoint, 2
+pairs). TarDAL's other weights (tardal+.pt, tardal++.pt) have no official outputs: see
+:func:`test_tardal_variants_fuse_as_the_official_eval_run`.
 
-One pair per method runs by default (one 640x480 forward through the command: 4-8 s on one thread); the
-other pairs, and SMFNet and FILM (about 30 s a pair), are marked slow. SMFNet's and FILM's tests skip
-while their ports have no ``official_image`` (it is being added on another branch); they are not marked
-``reference`` while they skip, so that ``tests/test_cpu_paths.py`` (which allows no skips) is unaffected.
+Measured with the default io (every reference pair, 2 threads, AVX-512, a loaded machine): max difference
+in grey levels / pixels within 1 level / pixels identical (worst pair):
+
+    SeAFusion 1 / 100% / 99.983% (M3FD_00082)     IGNet   1 / 100% / 99.962% (00091D)
+    TarDAL    1 / 100% / 99.998% (M3FD_00159)     SMFNet  1 / 100% / 99.126% (00091D)
+    MLFuse    1 / 100% / 99.877% (00091D)         FILM    1 / 100% / 99.471% (00091D)
+    IFCNN     0 / 100% / 100%                     CDDFuse 1 / 100% / 99.095% (00091D)
+    DIDFuse   0 / 100% / 100%                     EMMA    1 / 100% / 99.991% (00091D)
+
+The float pipeline (``--io float``) on the same pairs: ``tests/test_port_official_weights.py`` (c) and the
+ports' ``test_harness_path_*`` tests.
+
+One pair per method runs by default (one 640x480 forward through the command: 1-8 s on 2 idle cores); the
+other pairs are marked slow, and so are all of SMFNet's and CDDFuse's (one forward ~25 s and ~45 s): for them
+the default suite checks the command on a crop against ``official_image`` (whose reader and writer their port
+tests check against the official files without a forward pass).
 """
 
 from __future__ import annotations
@@ -40,6 +53,7 @@ from taskeval.imageio import gray_to_tensor, read_gray, read_rgb, rgb_to_tensor
 
 OFFICIAL_IDS = ("00004N", "00016N", "00032N", "00047N", "00091D", "00107D", "00119D", "00135D",
                 "00147D", "00169D", "M3FD_00000", "M3FD_00082", "M3FD_00159")
+NEW_OFFICIAL_IDS = ("00016N", "00091D", "M3FD_00000")  # IFCNN and DIDFuse, official weights
 FIDELITY_IDS = ("00016N", "00091D")
 # method -> (reference folder under shared/reference, weights under shared/, ids, the id run by default or None)
 PORTS = {
@@ -48,13 +62,23 @@ PORTS = {
     "mlfuse": ("MLFuse", "weights/MLFuse/model_fuse.pth", OFFICIAL_IDS, "00004N"),
     "ignet": ("fidelity/IGNet", "reference/fidelity/IGNet/IGNet.pth", FIDELITY_IDS, "00016N"),
     "smfnet": ("fidelity/SMFNet", "reference/fidelity/SMFNet/model_VIF.pth", FIDELITY_IDS, None),
-    "film": ("fidelity/FILM", "reference/fidelity/FILM/IVF.pth", FIDELITY_IDS, None),
+    "film": ("fidelity/FILM", "reference/fidelity/FILM/IVF.pth", FIDELITY_IDS, "00016N"),
+    "ifcnn": ("IFCNN", "weights/IFCNN/IFCNN-MAX.pth", NEW_OFFICIAL_IDS, "00016N"),
+    "didfuse": ("DIDFuse", "weights/DIDFuse/Encoder.pkl", NEW_OFFICIAL_IDS, "00016N"),
+    "cddfuse": ("fidelity/CDDFuse", "reference/fidelity/CDDFuse/CDDFuse_IVF.pth", FIDELITY_IDS, None),
+    "emma": ("fidelity/EMMA", "reference/fidelity/EMMA/EMMA.pth", FIDELITY_IDS, "00016N"),
 }
+# Share of pixels that must be identical (none may differ by more than 1 level), where it is not
+# PORT_PNG_MIN_SHARE's 99.5%: dev pair 00091D of the random-weight references is ill-conditioned in
+# float32, the official outputs themselves lie 1e-4..7e-4 from exact arithmetic and move by that much
+# between CPUs (CDDFuse up to 2.9e-4, FILM 4.4e-3): the ports' own tests allow 2% (CDDFuse) and 1% (SMFNet,
+# FILM) of its pixels 1 level off. Measured: CDDFuse 0.90%, SMFNet 0.87%, FILM 0.53%.
+MIN_SHARE = {("cddfuse", "00091D"): 0.98, ("smfnet", "00091D"): 0.99, ("film", "00091D"): 0.99}
+# The issue's acceptance: within 1 grey level of the official PNG on at least this share of the pixels.
+ACCEPT_LEVEL, ACCEPT_SHARE = 1, 0.999
 
 
 def _marks(method: str, fast: bool) -> list:
-    if get_fusion_spec(method).official_image is None:
-        return [pytest.mark.skip(reason=f"{method} has no official_image yet (being added on another branch)")]
     return [pytest.mark.reference] + ([] if fast else [pytest.mark.slow])
 
 
@@ -72,7 +96,7 @@ def _folders(shared: Path, image_id: str, root: Path) -> tuple[Path, Path]:
 
 
 @pytest.mark.parametrize(("method", "image_id"), CASES)
-def test_default_fuse_writes_the_official_image(shared, tmp_path, capsys, method, image_id):
+def test_default_fuse_writes_the_official_image(shared, tmp_path, capsys, record_property, method, image_id):
     ref_dir, weights, _, _ = PORTS[method]
     ir_dir, vi_dir = _folders(shared, image_id, tmp_path / "pair")
     args = ["fuse", "--method", method, "--weights", str(shared / weights), "--ir", str(ir_dir), "--vis",
@@ -86,7 +110,45 @@ def test_default_fuse_writes_the_official_image(shared, tmp_path, capsys, method
     ours = np.array(Image.open(tmp_path / "out" / f"{image_id}.png"))
     official = np.array(Image.open(shared / "reference" / ref_dir / f"{image_id}.png"))
     assert ours.shape == official.shape, f"{method}: grey/RGB differs from the official file"
-    assert_png_close(ours, official, min_share=PORT_PNG_MIN_SHARE, what=f"{method} {image_id}")
+    diff = np.abs(ours.astype(np.int32) - official.astype(np.int32))
+    per_pixel = diff.max(axis=-1) if diff.ndim == 3 else diff
+    within = float((per_pixel <= ACCEPT_LEVEL).mean())
+    record_property("max_level_diff", int(diff.max()))
+    record_property("share_within_1", within)
+    record_property("share_identical", float((per_pixel == 0).mean()))
+    assert within >= ACCEPT_SHARE, f"{method} {image_id}: {within:.4%} of the pixels within 1 level"
+    assert_png_close(ours, official, min_share=MIN_SHARE.get((method, image_id), PORT_PNG_MIN_SHARE),
+                     what=f"{method} {image_id}")
+
+
+FULL_SIZE_ONLY_SLOW = [m for m, (_, _, _, fast) in PORTS.items() if fast is None]
+
+
+@pytest.mark.parametrize("method", FULL_SIZE_ONLY_SLOW)
+def test_default_fuse_of_a_crop_is_the_official_script(shared, tmp_path, capsys, method):
+    """Ports whose every reference pair is slow (one 640x480 forward: SMFNet ~25 s, CDDFuse ~45 s on 2 idle
+    cores): the default ``fuse`` output on a crop is ``official_image``'s, the function whose reader and writer
+    the ports' fast tests check against the official files and whose network the slow ones check."""
+    ref_dir, weights, _, _ = PORTS[method]
+    root = tmp_path / "crop"
+    src = shared / "data" / "msrs_det"
+    for sub in ("ir", "vi"):
+        (root / sub).mkdir(parents=True)
+        crop = np.array(Image.open(src / sub / "00091D.png"))[200:264, 300:380]
+        Image.fromarray(crop).save(root / sub / "00091D.png")
+    out = tmp_path / "out"
+    assert main(["fuse", "--method", method, "--weights", str(shared / weights), "--ir", str(root / "ir"),
+                 "--vis", str(root / "vi"), "--out", str(out), "--cache", str(tmp_path / "cache"),
+                 "--device", "cpu"]) == 0
+    assert "official 8-bit" in capsys.readouterr().out
+    written = np.array(Image.open(out / "00091D.png"))
+    model = create_fusion_model(method, weights=str(shared / weights))
+    ir = gray_to_tensor(read_gray(root / "ir" / "00091D.png"))
+    vis = rgb_to_tensor(read_rgb(root / "vi" / "00091D.png"))
+    expected = get_fusion_spec(method).official_image(model, ir, vis)[0]
+    official = np.array(Image.open(shared / "reference" / ref_dir / "00091D.png"))
+    assert written.shape == expected.shape == (64, 80, *official.shape[2:])  # grey or RGB as the official file
+    assert np.array_equal(written, expected)  # the same operations in one process: exact on purpose
 
 
 # ---------------------------------------------------------------- TarDAL's other weights: no reference outputs

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from restormer_reference import official_channel_attention
 
 from fusion_models.cddfuse import (
     CDDFuse,
@@ -26,6 +28,7 @@ from fusion_models.cddfuse import (
     official_image,
     official_png,
 )
+from fusion_models.layers import base_feature_block, restormer_block
 from fusion_models.registry import create_fusion_model, get_fusion_spec, with_spec
 from fusion_models.weights import load_weights, read_checkpoint
 from taskeval.errors import WeightsError
@@ -39,7 +42,7 @@ PAIRS = ("00016N", "00091D")
 # Max |port - official| on the raw sigmoid output. 00016N: RECIPE.md (CDDFuse) suggests 1e-5, about 4x the
 # official code's own float32 error there (float64 vs float32: 2.3e-6; 1 vs 2 threads: 6.6e-7).
 # 00091D is far worse conditioned in float32 (the 307200-term sums in the channel attention, see
-# fusion_models.cddfuse.transposed_attention): the stored official output is 1.7e-4 (mean 2.5e-5) from
+# fusion_models.layers.pixel_gram): the stored official output is 1.7e-4 (mean 2.5e-5) from
 # the same network in float64, and the official code re-run on our AMD EPYC lands 3.8e-4 from the stored
 # output. The port (blocked sums) is 5.7e-6 from float64 and 1.8e-4 from the stored output. Hence 5e-4
 # there (the official code's own spread across CPUs), with mean bounds that a mis-mapped tensor (moving
@@ -182,6 +185,50 @@ def test_decoder_adds_the_visible_input(official_model):
         assert torch.equal(with_vis, m(ir, vis))
     torch.testing.assert_close(torch.logit(with_vis.double()) - torch.logit(without.double()), vis.double(),
                                rtol=0, atol=1e-4)
+
+
+def _official_layer_norm(x, norm):
+    """``LayerNorm(dim, 'WithBias')`` of net.py: mean and biased variance over the channels of each pixel."""
+    t = x.permute(0, 2, 3, 1)
+    mu, var = t.mean(-1, keepdim=True), t.var(-1, keepdim=True, unbiased=False)
+    return ((t - mu) / torch.sqrt(var + 1e-5) * norm.body.weight + norm.body.bias).permute(0, 3, 1, 2)
+
+
+def _official_ffn(x, ffn):
+    """net.py's ``FeedForward`` / ``Mlp``: project_in, grouped 3x3, ``gelu(x1) * x2``, project_out."""
+    x1, x2 = ffn.dwconv(ffn.project_in(x)).chunk(2, dim=1)
+    return ffn.project_out(F.gelu(x1) * x2)
+
+
+@pytest.mark.parametrize("grad", [False, True])
+@pytest.mark.parametrize(("kind", "dim", "padding"), [("restormer", 64, "zeros"), ("base", 64, "zeros"),
+                                                      ("base", 8, "reflect")])
+def test_shared_layers_equal_the_official_expressions(kind, dim, padding, grad):
+    """The Restormer layers of fusion_models.layers (blocked Gram sums, composed dense-QKV convolutions,
+    residuals inside the products) against net.py's layer-by-layer expressions in float64: CDDFuse's
+    TransformerBlock and BaseFeatureExtraction, and EMMA's 8-channel GlobalFeatureExtraction (one channel
+    per head, reflection padding in its feed-forward)."""
+    torch.manual_seed(5)
+    block = restormer_block(dim, 8, expansion=2) if kind == "restormer" else base_feature_block(dim, 8, padding)
+    block = block.double()
+    with torch.no_grad():
+        for p in block.parameters():
+            p.copy_(torch.randn_like(p) * 0.2 + (0.5 if p.ndim in (1, 3) else 0.0))
+    x = torch.randn(2, dim, 9, 11, dtype=torch.float64)
+    attn, ffn = block.attn, getattr(block, block.ffn_name)
+    if kind == "restormer":
+        q, k, v = attn.qkv_dwconv(attn.qkv(_official_layer_norm(x, block.norm1))).chunk(3, dim=1)
+        y = x + attn.project_out(official_channel_attention(q, k, v, attn.temperature, 8))
+    else:
+        q, k, v = attn.qkv2(attn.qkv1(_official_layer_norm(x, block.norm1))).chunk(3, dim=1)
+        y = x + attn.proj(official_channel_attention(q, k, v, attn.scale, 8))
+    expected = y + _official_ffn(_official_layer_norm(y, block.norm2), ffn)
+    with torch.set_grad_enabled(grad):
+        got = block(x.clone())
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-11)
+    keys = {"restormer": ("norm1.body.weight", "attn.temperature", "attn.qkv_dwconv.weight", "ffn.dwconv.weight"),
+            "base": ("norm2.body.bias", "attn.scale", "attn.qkv2.weight", "mlp.dwconv.weight")}[kind]
+    assert set(keys) <= set(block.state_dict()) and not list(block.buffers())  # the official names only
 
 
 def test_every_parameter_gets_a_gradient(fidelity_dir, official_model):

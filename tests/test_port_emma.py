@@ -252,7 +252,7 @@ def test_benchmark_runs_cddfuse_and_emma(shared, tmp_path):
     with their random official-layout checkpoints; 64x80 images, so EMMA runs its four-corner crops."""
     from taskeval.data.synth import SynthConfig, generate
 
-    synth = SynthConfig(n_train=8, n_test=4, height=64, width=80, objects_min=2, objects_max=3)
+    synth = SynthConfig(n_train=4, n_test=2, height=64, width=80, objects_min=2, objects_max=3)
     root = tmp_path / "synth"
     generate(root, synth, progress=False)
     weights = {"cddfuse": shared / "reference/fidelity/CDDFuse/CDDFuse_IVF.pth",
@@ -262,7 +262,7 @@ def test_benchmark_runs_cddfuse_and_emma(shared, tmp_path):
                                                                               "objects_min", "objects_max")}},
            "methods": [{"name": name, "weights": str(path)} for name, path in weights.items()],
            "tasks": ["detection", "segmentation", "quality"], "seeds": [0],
-           "seg": {"crop_size": [64, 80], "epochs": 1, "batch": 4}, "det": {"imgsz": 64, "epochs": 1, "batch": 4},
+           "seg": {"crop_size": [64, 80], "epochs": 1, "batch": 2}, "det": {"imgsz": 64, "epochs": 1, "batch": 2},
            "quality_metrics": ["EN", "SD"], "device": "cpu", "figures": {"n_scenes": 1}}
     path = tmp_path / "ports.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -277,4 +277,10 @@ def test_benchmark_runs_cddfuse_and_emma(shared, tmp_path):
     recorded = json.dumps(cells)
     for name, ckpt in weights.items():
         assert file_hash(ckpt) in recorded, f"{name}: the cells do not record its weight file"
-    assert (out / "report.html").is_file()
+    # both write grey official images: the task networks saw them recoloured, and the report says so
+    report = (out / "report.html").read_text()
+    for name in weights:
+        assert f"<b>{name}</b>: " in report
+    assert report.count("official 8-bit grey output, recoloured with the visible chroma (luminance kept)") >= 1
+    notes = {r.method: r.note for r in rows}
+    assert all("recoloured with the visible chroma" in notes[m] for m in weights)

@@ -21,7 +21,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
+from restormer_reference import official_channel_attention
+from tolerances import RAW_ATOL, assert_png_close
 
 from fusion_models import create_fusion_model, get_fusion_spec
 from fusion_models import smfnet as smfnet_module
@@ -40,7 +41,6 @@ from fusion_models.smfnet import (
 from fusion_models.weights import read_checkpoint
 from taskeval.fusing import apply_fusion
 from taskeval.imageio import gray_to_tensor, read_gray, read_rgb, rgb_to_tensor, tensor_to_uint8
-from tolerances import RAW_ATOL, assert_png_close
 
 PAIRS = ("00016N", "00091D")
 PNG_MAX_DIFF = 1       # RECIPE.md: "PNG max grey diff <= 1" (so every pixel is within 1 level)
@@ -227,17 +227,6 @@ def test_unused_official_parameters_do_not_matter_and_running_stats_do(shared):
         assert (model(ir, vis) - before).abs().max() > 1e-4
 
 
-def _official_channel_attention(q, k, v, scale, heads):
-    """Restormer's attention as the official code writes it: normalise over pixels, q k^T, softmax, @ v."""
-    b, c, h, w = q.shape
-
-    def split(t):
-        return t.reshape(b, heads, c // heads, h * w)
-
-    attn = (F.normalize(split(q), dim=-1) @ F.normalize(split(k), dim=-1).transpose(-2, -1)) * scale
-    return (attn.softmax(dim=-1) @ split(v)).reshape(b, c, h, w)
-
-
 @pytest.mark.parametrize("grad", [False, True])
 def test_attention_modules_equal_official_formula(grad):
     """MDTA and the dense-QKV attention (composed convolutions, Gram blocks, attention folded into the
@@ -258,7 +247,7 @@ def test_attention_modules_equal_official_formula(grad):
             q, k, v = module.qkv2(module.qkv1(x)).chunk(3, dim=1)
             proj = module.proj
         scale = module.temperature if isinstance(module, MDTA) else module.scale
-        expected = residual + proj(_official_channel_attention(q, k, v, scale, heads))
+        expected = residual + proj(official_channel_attention(q, k, v, scale, heads))
         with torch.set_grad_enabled(grad):
             got = module(x, residual.clone())
         assert torch.allclose(got, expected, atol=1e-12, rtol=0), type(module).__name__
