@@ -52,7 +52,7 @@ def _minmax(x: torch.Tensor) -> torch.Tensor:
 
 
 def apply_fusion(model: nn.Module, ir: torch.Tensor, vis: torch.Tensor, text: torch.Tensor | None = None,
-                 spec=None) -> torch.Tensor:
+                 spec=None, out: torch.Tensor | None = None) -> torch.Tensor:
     """Fuse a batch the way the method's spec says and return what the task network sees.
 
     Args:
@@ -60,6 +60,8 @@ def apply_fusion(model: nn.Module, ir: torch.Tensor, vis: torch.Tensor, text: to
         ir: (N,1,H,W) float in [0,1].
         vis: (N,3,H,W) RGB float in [0,1].
         text: (N,L,D) text embeddings for models with ``needs_text``.
+        out: the model's raw output on this batch when the caller has it already (joint training computes
+            its fusion loss on it: one forward and backward pass instead of two); None runs the model.
 
     Returns:
         (N,3,H,W) RGB in [0,1], or (N,1,H,W) for one-channel output that is not recoloured.
@@ -67,7 +69,8 @@ def apply_fusion(model: nn.Module, ir: torch.Tensor, vis: torch.Tensor, text: to
     spec = spec if spec is not None else model.spec
     check_pair(ir, vis)
     vis_in = luminance(vis) if spec.vis_input == "y" else vis
-    out = model(ir, vis_in, text=text) if spec.needs_text else model(ir, vis_in)
+    if out is None:
+        out = model(ir, vis_in, text=text) if spec.needs_text else model(ir, vis_in)
     if out.ndim != 4 or out.shape[0] != ir.shape[0] or out.shape[-2:] != ir.shape[-2:] or out.shape[1] not in (1, 3):
         raise ValueError(f"fusion model {spec.name!r} returned shape {tuple(out.shape)}, expected "
                          f"({ir.shape[0]},1|3,{ir.shape[2]},{ir.shape[3]})")

@@ -35,7 +35,7 @@ from taskeval.config import to_dict
 from taskeval.data.dataset import PairedDataset
 from taskeval.errors import ConfigError, TrainingError
 from taskeval.fusing import apply_fusion
-from taskeval.fusion_train import FusionLossConfig, fused_luminance, fusion_loss
+from taskeval.fusion_train import FusionLossConfig, fusion_loss
 from taskeval.rundir import atomic_write_bytes, atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -141,10 +141,16 @@ class JointTrainer:
     # ---- losses
     def losses(self, ir, vis, target, with_task: bool, detach_fused: bool) -> dict[str, torch.Tensor]:
         """Fusion loss and (if ``with_task``) the task loss of the recoloured fused image."""
-        terms = fusion_loss(fused_luminance(self.fusion, ir, vis), ir, luminance(vis), self.cfg.fusion_loss)
+        spec = self.fusion.spec
+        vis_in = luminance(vis) if spec.vis_input == "y" else vis
+        raw = self.fusion(ir, vis_in, text=None) if spec.needs_text else self.fusion(ir, vis_in)
+        # one forward pass feeds both losses (the fused luminance as fusion_train.fused_luminance gives it, the task image
+        # as apply_fusion makes it), so the fusion network's backward pass runs once per step
+        fused_y = luminance(raw) if raw.shape[1] == 3 else raw
+        terms = fusion_loss(fused_y, ir, luminance(vis), self.cfg.fusion_loss)
         out = {"fusion": terms["total"]}
         if with_task:
-            fused_rgb = apply_fusion(self.fusion, ir, vis)
+            fused_rgb = apply_fusion(self.fusion, ir, vis, out=raw)
             if fused_rgb.shape[1] == 1:
                 fused_rgb = fused_rgb.expand(-1, 3, -1, -1)
             out["task"] = self.task_net(fused_rgb.detach() if detach_fused else fused_rgb, target)

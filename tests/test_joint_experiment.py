@@ -4,6 +4,7 @@ initialisation, as many fusion updates and images as every arm), and the command
 import json
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
@@ -103,3 +104,33 @@ def test_joint_experiment_command_end_to_end(tmp_path):
     assert prov["fusion_updates"]["seg"]["joint"] == prov["fusion_updates"]["seg"]["fusion-only"]
     assert main(["report", str(out)]) == 0 and (out / "report.html").is_file()
     assert main(args) == 0  # again: everything resumed, nothing trained or computed twice
+
+
+@pytest.mark.parametrize("task", ["seg", "det"])
+def test_joint_losses_match_separate_fusion_and_task_passes(tiny, tmp_path, task):
+    """One forward pass feeds both losses: the same values and fusion gradients as the fusion loss on
+    fused_luminance plus the task loss on apply_fusion, each from its own pass."""
+    from taskeval.color import luminance
+    from taskeval.fusing import apply_fusion
+    from taskeval.fusion_train import fused_luminance, fusion_loss
+
+    tr = JointTrainer("seafusion", task, tiny, tmp_path / "j", JointConfig(batch=2, crop=32, seed=1), progress=False)
+    # train mode: batch norm normalises with the batch's statistics and the dropout masks (DeepLabV3+'s ASPP)
+    # come from the same generator state, so both computations see the same network
+    ir, vis, target = tr.batch([0, 1], np.random.default_rng(0))
+
+    def grads(loss):
+        tr.fusion.zero_grad(set_to_none=True)
+        loss.backward()
+        return [p.grad.clone() for p in tr.fusion.parameters() if p.grad is not None]
+
+    torch.manual_seed(0)
+    lt = tr.losses(ir, vis, target, with_task=True, detach_fused=False)
+    one = grads(lt["fusion"] + lt["task"])
+    torch.manual_seed(0)
+    fus = fusion_loss(fused_luminance(tr.fusion, ir, vis), ir, luminance(vis))["total"]
+    fused = apply_fusion(tr.fusion, ir, vis)
+    tsk = tr.task_net(fused.expand(-1, 3, -1, -1) if fused.shape[1] == 1 else fused, target)
+    two = grads(fus + tsk)
+    assert torch.allclose(lt["fusion"], fus) and torch.allclose(lt["task"], tsk)
+    assert len(one) == len(two) > 0 and all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(one, two))

@@ -131,3 +131,36 @@ def test_unknown_task_is_an_error_naming_it(data, tmp_path):
     with pytest.raises(DataError, match="task 'counting' of its cells is neither in .*tasks.json nor "
                                         "registered"):
         RunData.open(run)
+
+
+def test_joint_run_shows_the_paired_comparison_with_the_fusion_only_baseline(data, tmp_path):
+    """The report of a ``taskeval joint`` experiment renders ``stats/joint.json`` as the command writes it:
+    per seed the paired bootstrap of (joint - fusion-only), mean over seeds, per class, fusion updates."""
+    from taskeval.joint_experiment import compare, experiment_from_mapping, fusion_updates
+    from taskeval.reporting.run import RunData
+    from taskeval.rundir import atomic_write_json
+
+    # the baseline gets 2 of the 3 test images right (as vis does in the fake run), the joint arm all of them
+    names = {"ir": None, "vis": "seafusion@fusion-only", "avg": None, "best": "seafusion@joint-seg"}
+    run = make_fake_run(tmp_path, ("segmentation",), names, data)
+    exp = experiment_from_mapping({"fusion": "seafusion", "seg": {"schedule": "alternating"}, "n_boot": 50})
+    rd = RunData.open(run)
+    records = compare(run, exp, rd.rows, rd.spec)
+    updates = {"seg": fusion_updates(exp.seg, 4)}
+    atomic_write_json(run / "stats" / "joint.json", {"records": records, "fusion_updates": updates})
+    assert main(["report", str(run), "--n-scenes", "2"]) == 0
+    page = html.unescape((run / "report.html").read_text())
+    joint = section(page, "joint")
+    (rec,) = records
+    assert rec["method"] == "seafusion@joint-seg" and rec["reference"] == "seafusion@fusion-only"
+    assert rec["mean"] > 0 and rec["per_seed"][0]["low"] <= rec["mean"] <= rec["per_seed"][0]["high"]
+    assert "<h3>segmentation: seafusion@joint-seg − seafusion@fusion-only</h3>" in joint
+    assert f"<td>0</td><td>{100 * rec['mean']:+.1f} pp</td>" in joint
+    assert f"[{100 * rec['per_seed'][0]['low']:+.1f}, {100 * rec['per_seed'][0]['high']:+.1f}]" in joint
+    assert "joint-seg: 6 updates / 24 images; fusion-only: 6 / 24" in joint
+    assert f"{rec['per_class'][0]['class']} {100 * rec['per_class'][0]['mean']:+.1f}" in joint
+    # any other run has no such section
+    (tmp_path / "other").mkdir()
+    other = make_fake_run(tmp_path / "other", ("segmentation",), None, data)
+    assert main(["report", str(other), "--n-scenes", "2"]) == 0
+    assert '<section id="joint">' not in (other / "report.html").read_text()

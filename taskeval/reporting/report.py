@@ -282,6 +282,44 @@ def summary_html(run: RunData, prov: dict | None, config: dict) -> str:
     return "\n".join(out)
 
 
+def joint_html(run: RunData) -> str:
+    """The "Joint training vs fusion loss alone" section of a ``taskeval joint`` experiment, from
+    ``RUN/stats/joint.json`` (:func:`taskeval.joint_experiment.compare`): per task and joint arm, the paired
+    bootstrap of (joint - fusion-only) per seed with its interval, mean ± sd over seeds, the classes that
+    carry it and the fusion updates of each arm; "" for any other run."""
+    saved = read_json(run.path / "stats" / "joint.json")
+    records = saved.get("records") if isinstance(saved, dict) else None
+    if not records:
+        return ""
+    out = []
+    for r in records:
+        scale, unit = (100.0, " pp") if r.get("percent") else (1.0, "")
+        conf = f"{100 * r['confidence']:g}%"
+        out.append(f"<h3>{esc(r['task'])}: {esc(r['method'])} − {esc(r['reference'])}</h3>")
+        body = [(str(p["seed"]), f"{scale * p['estimate']:+.1f}{unit}",
+                 f"[{scale * p['low']:+.1f}, {scale * p['high']:+.1f}]",
+                 "–" if p.get("p_value") is None else f"{p['p_value']:.3f}") for p in r["per_seed"]]
+        sd = "" if r.get("sd") is None else f" ± {scale * r['sd']:.1f}"
+        body.append(("mean ± sd", f"{scale * r['mean']:+.1f}{sd}{unit}", "", ""))
+        out.append(table(["seed", f"Δ{r['metric']}", f"{conf} interval (paired bootstrap)", "p"], body))
+        classes = ", ".join(f"{c['class']} {scale * c['mean']:+.1f}"
+                            + ("" if c.get("sd") is None else f" ± {scale * c['sd']:.1f}")
+                            for c in r.get("per_class", [])[:5])
+        better = "yes" if r.get("every_seed_better") else "no"
+        out.append(f'<p class="caption">Paired bootstrap over the {r["n_images"]} test images '
+                   f"({r['n_boot']} resamplings), task network retrained per fusion network and seed under one "
+                   f"protocol. Better with {conf} confidence on every seed: {better}."
+                   + (f" Per class (mean ± sd over seeds): {esc(classes)}." if classes else "") + "</p>")
+    updates = saved.get("fusion_updates") or {}
+    if updates:
+        items = "".join(f"<li>joint-{esc(t)}: {u['joint']['updates']} updates / {u['joint']['images']} images; "
+                        f"fusion-only: {u['fusion-only']['updates']} / {u['fusion-only']['images']}</li>"
+                        for t, u in updates.items())
+        out.append(f'<div class="note"><p>Fusion-network updates / training images per arm:</p><ul>{items}'
+                   "</ul></div>")
+    return "\n".join(out)
+
+
 def protocols_html(run: RunData) -> str:
     out = []
     protocols = sorted({(c["task"], c["protocol"]) for c in run.cells if c["protocol"] != NO_PROTOCOL})
@@ -413,9 +451,11 @@ def render_html(run_dir: str | Path, figures: Sequence[FigureFile] | None = None
     prov = read_json(run.path / "provenance.json")
     title = f"taskeval report: {config.get('name', run.path.name)}"
     versus = published_html(run) if published and run.rows else ""
+    joint = joint_html(run)
     sections = [
         ("summary", "Summary", summary_html(run, prov, config)),
         ("results", "Results", tables_html(run, published) if run.rows else "<p>No finished cells yet.</p>"),
+        *([("joint", "Joint training vs fusion loss alone", joint)] if joint else []),
         *([("published", "Measured vs published", versus)] if versus else []),
         ("figures", "Figures", "\n".join(figure_html(f) for f in figures) or "<p>No figures.</p>"),
         ("definitions", "Protocols and metric definitions", protocols_html(run)),
