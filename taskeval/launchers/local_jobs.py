@@ -82,7 +82,9 @@ def execute_jobs(cfg, run, args, n: int):
         return plan, runner, report
     per_job = job_threads(args.threads, n)
     env = {**os.environ, "OMP_NUM_THREADS": str(per_job)}
-    procs = [subprocess.Popen(job_argv(args, i, n, per_job), env=env) for i in range(1, n + 1)]
+    # a job's own summary lines would repeat the parent's; its log goes to the run's log, errors to stderr
+    procs = [subprocess.Popen(job_argv(args, i, n, per_job), env=env, stdout=subprocess.DEVNULL)
+             for i in range(1, n + 1)]
     bar = tqdm(total=len(every), initial=report.skipped, desc=f"cells ({n} jobs x {per_job} thread"
                f"{'s' if per_job > 1 else ''})", unit="cell", disable=not runner.exe.progress)
     try:
