@@ -19,16 +19,16 @@ Presets:
     COCO weights: pass ``pretrained=/path/to/yolov5su.pt`` to do the same (never downloaded).
 ``quick``
     A CPU protocol for the synthetic benchmark (``SynthConfig()``: 120 training pairs of 160x128): YOLOv8n
-    at 160 px, 7 epochs of batch 4. Ultralytics' defaults learn nothing on so little data (gradients
+    at 160 px, 7 epochs of batch 2. Ultralytics' defaults learn nothing on so little data (gradients
     accumulate to a nominal batch of 64, i.e. two optimiser steps per epoch; mosaic and warm-up eat the
-    few epochs there are), so it steps every batch (``nbs = batch``: 30 steps per epoch), uses AdamW at
-    2e-3 without warm-up or mosaic, and keeps the hue fixed (cones and signs differ only in hue). Batch 4
-    reached mAP50 0.98 with ``max`` fusion where batch 8 for the same compute reached 0.81, and lr0 4e-3
-    did worse than 2e-3. One training run costs about 30 s on two idle cores; 7 epochs (rather than 8)
-    keep the README's main job inside 15 minutes. Measured there (``taskeval benchmark quick``, seeds
-    0 and 1, mAP50 %): ir 48.8 ± 0.1, vis 60.2 ± 0.1, average 66.7 ± 5.2, laplacian 81.4 ± 4.8,
-    seafusion (trained with the fusion loss) 96.4 ± 0.3. Numbers from it rank methods; they are not paper
-    numbers.
+    few epochs there are), so it steps every batch (``nbs = batch``: 60 steps per epoch), uses AdamW at
+    2e-3 without warm-up or mosaic, and keeps the hue fixed (cones and signs differ only in hue). The
+    number of optimiser steps is what a CPU budget buys here: on ``average`` fusion (one thread, seeds 0
+    and 1, 96 test pairs) 5 epochs of batch 4 (150 steps) reached mAP50 55-66, 4 epochs of batch 2 (240
+    steps, about the same CPU time) 93-96, and 7 epochs of batch 2 (420 steps, about 1.15x the CPU time of
+    the earlier 7 epochs of batch 4) 99; the earlier preset (batch 4, the scenes of synth design 1) left
+    naive fusions half-trained, so their rows moved 5-18 points between seeds and CPUs. Numbers from it
+    rank methods; they are not paper numbers (measured figures: README, bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ def _file_digest(path: Path) -> str:
 PRESETS: dict[str, DetProtocol] = {
     "paper": DetProtocol(name="paper", amp=True),
     "quick": DetProtocol(
-        name="quick", model="yolov8n.yaml", imgsz=160, epochs=7, batch=4, nbs=4, optimizer="AdamW", lr0=0.002,
+        name="quick", model="yolov8n.yaml", imgsz=160, epochs=7, batch=2, nbs=2, optimizer="AdamW", lr0=0.002,
         warmup_epochs=0.0, mosaic=0.0, hsv_h=0.0, hsv_s=0.2, hsv_v=0.2,
         translate=0.1, scale=0.2, max_det=100, val_images=0),
 }

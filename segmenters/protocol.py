@@ -23,8 +23,10 @@ Two presets:
     (``tu-mobilenetv3_small_100``, 1.2 M parameters with the decoder) from scratch, a 64-channel
     decoder, AdamW (lr 5e-3, weight decay 1e-4, poly 0.9), 10 epochs, batch 8, crops of 128x160 (the
     synthetic image size) after random scale 0.75-1.25, horizontal flips. One training run on the
-    default synthetic dataset (120 pairs, 160x128) costs about 30 s on two idle cores. Measured there
-    (``taskeval benchmark quick``, seeds 0 and 1, mIoU %): ir 47.9 ± 0.4, vis 51.8 ± 0.0, average
+    default synthetic dataset (120 pairs, 160x128) costs about 30 s on two idle cores. Measured on the
+    design-2 scenes (issue 18; ``taskeval benchmark quick``, one thread, seeds 0 / 1, mIoU %): ir 50.0 / 48.3,
+    vis 48.9 / 50.8, average 70.4 / 69.2, laplacian 67.3 / 73.8, seafusion 69.6 / 72.8. On the earlier
+    design-1 scenes: ir 47.9 ± 0.4, vis 51.8 ± 0.0, average
     59.2 ± 1.1, laplacian 63.6 ± 3.2, seafusion (fusion loss) 66.3 ± 4.4; with 15 epochs: ir 49.2,
     vis 53.9, average 67.8, laplacian 70.7, seafusion 70.4 (the ranking holds; 10 epochs keep the
     README's main job inside 15 minutes). ResNet-18 at the same cost (5 epochs) is under-trained

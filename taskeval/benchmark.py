@@ -81,6 +81,8 @@ class BenchmarkConfig:
         fixed_checkpoint: task -> a given checkpoint evaluated on every method (no training, no seeds).
         cache: fusion cache folder (default ``RUN/fused``).
         launcher: launcher settings (``slurm: {...}``; see ``taskeval benchmark --launcher``).
+        jobs: on a CPU, compute the cells in this many local processes, each with ``threads / jobs`` threads
+            (:mod:`taskeval.launchers.local_jobs`; capped by the threads; never part of a result).
         io: how ports make their images (:mod:`taskeval.fusing`): ``"official"`` (default; the official
             test script's 8-bit image, a grey one recoloured with the visible chroma (luminance kept) for the
             task networks) or ``"float"`` (the harness's float pipeline, rounded once). Methods without
@@ -99,6 +101,7 @@ class BenchmarkConfig:
     fixed_checkpoint: dict = field(default_factory=dict)
     cache: str | None = None
     device: str = "auto"           # auto: the GPU where there is one (taskeval.devices)
+    jobs: int = 1                  # local CPU processes side by side (taskeval.launchers.local_jobs)
     figures: FigureOptions = FigureOptions()
     launcher: dict = field(default_factory=dict)
     io: str = "official"

@@ -286,5 +286,5 @@ def test_amp_check_never_downloads(tmp_path):
 
     assert trainer.check_amp.__module__ == "detectors.ultralytics_env"
     assert trainer.check_amp(torch.nn.Linear(2, 2)) is False
-    assert load_protocol("quick").id == "quick-24edc3"
+    assert load_protocol("quick").id == "quick-12779d"  # batch 2 since issue 18 (the amp field left it alone)
     assert load_protocol("paper").id == "paper-75edc3" and load_protocol("paper").amp is True

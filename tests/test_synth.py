@@ -8,7 +8,8 @@ import pytest
 from taskeval.cli.main import main
 from taskeval.data import PairedDataset, load_card
 from taskeval.data.check import check_dataset
-from taskeval.data.synth import DET_CLASSES, SynthConfig, generate
+from taskeval.data.synth import DET_CLASSES, SynthConfig, generate, make_scene
+from taskeval.errors import ConfigError
 
 CFG = SynthConfig(n_train=10, n_test=4, height=64, width=80, objects_min=4, objects_max=6)
 
@@ -83,3 +84,40 @@ def test_synth_card_name_generates_once(tmp_path, monkeypatch):
     assert not (tmp_path / "env").exists()
     with pytest.raises(Exception, match="synth"):
         load_card("synht")
+
+
+def _warm_contrast(design: int) -> dict[str, float]:
+    """Mean contrast (object minus a 3-px ring around its box) of people and cars in IR, and of people and
+    night cars in the mean of IR and visible luminance (what ``average`` fusion gives the detector)."""
+    cfg = SynthConfig(height=64, width=80, objects_min=4, objects_max=6, design=design)
+    rng = np.random.default_rng(0)
+    out = {"person_ir": [], "car_ir": [], "person_avg": [], "night_car_avg": []}
+    for i in range(40):
+        night = i % 2 == 1
+        ir, vis, boxes, mask = make_scene(cfg, rng, night)
+        fused = 0.5 * (ir + vis @ np.array([0.299, 0.587, 0.114], np.float32))
+        for cls, x1, y1, x2, y2 in boxes.astype(int):
+            name = DET_CLASSES[cls]
+            if name not in ("person", "car"):
+                continue
+            inside = mask[y1:y2, x1:x2] == cls + 1
+            ring = np.zeros_like(mask, bool)
+            ring[max(0, y1 - 3):y2 + 3, max(0, x1 - 3):x2 + 3] = True
+            ring[y1:y2, x1:x2] = False
+            out[f"{name}_ir"].append(ir[y1:y2, x1:x2][inside].mean() - ir[ring].mean())
+            if name == "person" or night:
+                key = "person_avg" if name == "person" else "night_car_avg"
+                out[key].append(fused[y1:y2, x1:x2][inside].mean() - fused[ring].mean())
+    return {k: float(np.mean(v)) for k, v in out.items()}
+
+
+def test_design_2_keeps_warm_objects_plain_after_averaging():
+    # design 2 (the default): people and cars warm enough that averaging IR with the visible image (half their
+    # contrast) still leaves them plain, so a naive fusion trains to its ceiling (README: spread and margins)
+    assert SynthConfig().design == 2
+    new, old = _warm_contrast(2), _warm_contrast(1)
+    assert new["person_ir"] > 0.42 and new["car_ir"] > 0.3
+    assert new["person_avg"] > 0.2 and new["night_car_avg"] > 0.15
+    assert old["car_ir"] < 0.25 and old["night_car_avg"] < 0.12        # design 1: night cars faint after averaging
+    with pytest.raises(ConfigError, match="design"):
+        SynthConfig(design=3)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 from pathlib import Path
 
@@ -14,6 +15,7 @@ log = logging.getLogger(__name__)
 
 def run(args) -> int:
     from taskeval.benchmark import load_benchmark_config
+    from taskeval.launchers.local_jobs import effective_jobs, execute_jobs, job_threads
     from taskeval.store import parse_shard
 
     launcher_overrides = [o for o in args.overrides if o.startswith("slurm.")]
@@ -38,11 +40,16 @@ def run(args) -> int:
         if shard:
             raise TaskevalError("--shard splits cells for other schedulers; --launcher slurm submits one array")
         return run_slurm(cfg, out, args, launcher_overrides)
-    run_dir = start_run(cfg, out, "benchmark", True, args, {"shard": args.shard})
+    jobs = effective_jobs(args.jobs or cfg.jobs, args.threads, cfg.device, shard)
+    run_dir = start_run(cfg, out, "benchmark", True, args, {"shard": args.shard, "jobs": jobs, "job_threads": job_threads(args.threads, jobs)} if jobs > 1 else
+                        {"shard": args.shard})
 
     print(f"benchmark {cfg.name!r} in {out}: planning ({len(cfg.methods)} methods x {', '.join(cfg.tasks)} x seeds "
-          f"{list(cfg.seeds)})" + (f"; shard {args.shard}" if shard else ""))
-    plan, runner, report = execute(cfg, run_dir, args, shard)
+          f"{list(cfg.seeds)})" + (f"; shard {args.shard}" if shard else "") + (f"; {jobs} local jobs" if jobs > 1 else ""))
+    if jobs > 1:
+        plan, runner, report = execute_jobs(cfg, run_dir, args, jobs)
+    else:
+        plan, runner, report = execute(cfg, run_dir, args, shard)
     cells = plan.cells()
     print(f"computed {len(report.computed)} cell(s), {report.skipped} already done; results: {out / 'results.csv'}")
     for line in failure_lines(report, runner):
@@ -140,6 +147,9 @@ def register(sub) -> None:
     p.add_argument("--shard", help="i/n: compute every n-th cell starting at i (other schedulers' job arrays); "
                                    "all shards write into the same --out")
     p.add_argument("--no-report", action="store_true", help="skip tables, figures and the HTML report")
+    p.add_argument("--jobs", type=int, help="on a CPU: compute the cells in N local processes side by side, each "
+                                            "with threads/N threads (default: the config's jobs, quick: 2)")
+    p.add_argument("--local-job", action="store_true", help=argparse.SUPPRESS)  # a job started by --jobs
     p.add_argument("--launcher", choices=("local", "slurm"), default="local",
                    help="local (default): compute the cells here; slurm: submit them as one job array through "
                         "submitit and return (settings: the config's launcher: slurm: section, slurm.KEY=VALUE)")

@@ -135,7 +135,7 @@ def start_run(cfg: BenchmarkConfig, out: str | Path | None, command: str, resume
     run = RunDir.create(out, command, resume=resume)
     # matplotlib's font cache (figures, ultralytics) inside the run, set before anything imports matplotlib
     os.environ.setdefault("MPLCONFIGDIR", str(run.third_party_dir() / "matplotlib"))
-    if int(os.environ.get("RANK", "0")) == 0 or world_from_env() == 1:
+    if (int(os.environ.get("RANK", "0")) == 0 or world_from_env() == 1) and not getattr(args, "local_job", False):
         run.write_provenance(to_dict(cfg), seeds=cfg.seeds,
                              extra={"run_command": command, "weight_hashes": weight_hashes(cfg), **(extra or {})},
                              threads=getattr(args, "threads", None))
@@ -168,6 +168,13 @@ def weight_hashes(cfg: BenchmarkConfig) -> dict[str, str]:
 
 def execute(cfg: BenchmarkConfig, run: RunDir, args, shard=None, cells=None):
     """Plan the run, compute its missing cells (``shard`` of them), return ``(plan, runner, report)``."""
+    plan, runner = make_runner(cfg, run, args)
+    report = runner.execute(shard, cells, keep_going=not getattr(args, "fail_fast", False))
+    return plan, runner, report
+
+
+def make_runner(cfg: BenchmarkConfig, run: RunDir, args):
+    """The run's ``(plan, runner)`` with this process's execution settings (``--threads``, ``--device``...)."""
     from taskeval.runner import Plan, Runner, make_execution
 
     progress = not getattr(args, "quiet", False) and not getattr(args, "json", False)
@@ -178,9 +185,7 @@ def execute(cfg: BenchmarkConfig, run: RunDir, args, shard=None, cells=None):
 
         prepare(exe.state_dir, exe.threads)  # before anything else imports ultralytics
     plan = Plan(cfg, run.path, progress=progress)
-    runner = Runner(plan, exe)
-    report = runner.execute(shard, cells, keep_going=not getattr(args, "fail_fast", False))
-    return plan, runner, report
+    return plan, Runner(plan, exe)
 
 
 def failure_lines(report, runner) -> list[str]:
