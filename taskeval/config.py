@@ -111,7 +111,10 @@ def _parse_scalar(text: str) -> Any:
 
 
 def parse_overrides(items: list[str]) -> dict:
-    """``["a=1", "det.epochs=3"]`` -> ``{"a": 1, "det": {"epochs": 3}}`` (values parsed as YAML scalars)."""
+    """``["a=1", "det.epochs=3"]`` -> ``{"a": 1, "det": {"epochs": 3}}``.
+
+    Values are parsed as YAML: ``seeds=[0,1]`` and ``seeds=0,1`` (a string the dataclass fields split at
+    commas) both give seeds 0 and 1; ``{...}`` gives a mapping."""
     out: dict = {}
     for item in items:
         if "=" not in item:
@@ -125,8 +128,7 @@ def parse_overrides(items: list[str]) -> dict:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r} conflicts with another override of {p!r}")
-        value = _parse_scalar(raw)
-        node[parts[-1]] = raw if isinstance(value, (dict, list)) and "," in raw else value
+        node[parts[-1]] = _parse_scalar(raw)
     return out
 
 
