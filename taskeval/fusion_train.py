@@ -132,9 +132,14 @@ def train_fusion(method: str, ds: PairedDataset, out_dir: str | Path, cfg: Fusio
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start = int(state["epoch"]) + 1
+        history = list(state.get("history", []))  # checkpoints before the history was kept: []
+        final = out_dir / "fusion.pth"
+        if start >= cfg.epochs and final.is_file() and (out_dir / "fusion.json").is_file():
+            return final  # finished: nothing is trained or written again
         log.info("resuming %s fusion training at epoch %d", method, start)
+    else:
+        history = []
     n = len(ds) if cfg.max_pairs <= 0 else min(cfg.max_pairs, len(ds))
-    history = []
     for epoch in range(start, cfg.epochs):
         rng = np.random.default_rng([cfg.seed, epoch])
         order = rng.permutation(n).tolist()
@@ -154,7 +159,7 @@ def train_fusion(method: str, ds: PairedDataset, out_dir: str | Path, cfg: Fusio
             total += loss.item() * len(idx)
         history.append({"epoch": epoch + 1, "loss": total / n})
         buf = _serialise({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
-                          "identity": identity})
+                          "identity": identity, "history": history})
         atomic_write_bytes(last, buf)
     final = out_dir / "fusion.pth"
     atomic_write_bytes(final, _serialise(model.state_dict()))

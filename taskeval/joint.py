@@ -270,6 +270,10 @@ class JointTrainer:
         """Run (or resume) the schedule; returns the fusion weights ``fusion.pth``."""
         self.resume()
         cfg = self.cfg
+        final = self.out / "fusion.pth"
+        stages = 2 * cfg.rounds if cfg.schedule == "alternating" else cfg.epochs
+        if self.step >= stages and final.is_file() and (self.out / "fusion.json").is_file():
+            return final  # finished: nothing is trained or written again
         if cfg.schedule == "alternating":
             stages = [s for r in range(cfg.rounds) for s in (("fusion", r), ("task", r))]
             for kind, r in stages[self.step:]:
@@ -285,7 +289,6 @@ class JointTrainer:
                 self.history.append({"stage": "end2end", "epoch": epoch, "loss": self.end2end_epoch(epoch)})
                 self.step += 1
                 self.save()
-        final = self.out / "fusion.pth"
         buf = io.BytesIO()
         torch.save(self.fusion.state_dict(), buf)
         atomic_write_bytes(final, buf.getvalue())

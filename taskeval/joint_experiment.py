@@ -26,7 +26,7 @@ import numpy as np
 
 from taskeval.benchmark import BenchmarkConfig, DataEntry, MethodEntry, config_from_mapping
 from taskeval.config import build, deep_merge, parse_overrides, read_yaml_mapping, to_dict
-from taskeval.errors import ConfigError
+from taskeval.errors import ConfigError, TaskevalError
 from taskeval.joint import JointConfig, fusion_only_config, joint_name
 
 TASK_NAMES = {"seg": "segmentation", "det": "detection"}
@@ -54,6 +54,8 @@ class JointExperiment:
         protocols, options: evaluation protocol per task name (default ``quick``) and field overrides.
         n_boot: bootstrap replicates of the paired comparisons.
         device: where everything runs (``auto``: the GPU where there is one).
+        jobs: on a CPU, run the fusion trainings and the evaluation cells in this many processes side by side,
+            each with ``threads / jobs`` threads (``--jobs``; never part of a result).
     """
 
     name: str = "joint"
@@ -69,6 +71,7 @@ class JointExperiment:
     options: dict = field(default_factory=dict)
     n_boot: int = 1000
     device: str = "auto"
+    jobs: int = 1
 
     def arms(self) -> dict[str, JointConfig]:
         """task short name -> its joint training settings (seg first)."""
@@ -159,27 +162,88 @@ def load_experiment(source: str | Path, overrides: list[str] | None = None) -> J
 
 
 # ---------------------------------------------------------------------------------------------- training
-def train_arms(exp: JointExperiment, train_ds, run_path: Path, device: str, progress: bool = True
-               ) -> tuple[dict[int, str], dict[str, dict[int, str]]]:
-    """Train (or resume) the baseline and every joint arm for every seed.
+def trainings(exp: JointExperiment) -> list[tuple[int, str]]:
+    """Every fusion-network training of the experiment, ``(seed, arm)`` with arm ``seg``, ``det`` or
+    ``fusion-only``, in the order one process runs them."""
+    arms = [*exp.arms(), *(["fusion-only"] if exp.baseline else [])]
+    return [(seed, arm) for seed in exp.seeds for arm in arms]
+
+
+def train_one(exp: JointExperiment, seed: int, arm: str, train_ds, run_path: Path, device: str,
+              progress: bool = True) -> str:
+    """Train (or resume) one fusion network: arm ``seg``/``det`` (joint) or ``fusion-only`` (the baseline of
+    every arm), seed ``seed``; returns its weight file. Its folder (``joint-<arm>-s<seed>``,
+    ``fusion-only-s<seed>``) is its own, so trainings may run in separate processes."""
+    from taskeval.fusion_train import train_fusion
+    from taskeval.joint import JointTrainer
+
+    if arm == "fusion-only":
+        scfg = replace(next(iter(exp.arms().values())), seed=seed)
+        return str(train_fusion(exp.fusion, train_ds, run_path / f"fusion-only-s{seed}", fusion_only_config(scfg),
+                                device=device, init_weights=exp.weights, progress=progress))
+    scfg = replace(exp.arms()[arm], seed=seed)
+    return str(JointTrainer(exp.fusion, arm, train_ds, run_path / f"joint-{arm}-s{seed}", scfg, device=device,
+                            init_weights=exp.weights, progress=progress).train())
+
+
+def _start_job(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def train_arms(exp: JointExperiment, train_ds, run_path: Path, device: str, progress: bool = True, jobs: int = 1,
+               threads: int = 1) -> tuple[dict[int, str], dict[str, dict[int, str]]]:
+    """Train (or resume) the baseline and every joint arm for every seed, in this process (``jobs=1``) or in
+    ``jobs`` processes of ``threads`` CPU threads each (a training in a process of one thread gives the
+    weights it gives here with one thread). A training that fails does not stop the others: they finish and
+    are kept, then the first error is raised (running the command again resumes).
 
     Returns:
         (baseline: seed -> fusion weights, joint: task short name -> seed -> fusion weights).
     """
-    from taskeval.fusion_train import train_fusion
-    from taskeval.joint import JointTrainer
+    import os
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
 
-    base, joint = {}, {t: {} for t in exp.arms()}
-    for seed in exp.seeds:
-        for task, cfg in exp.arms().items():
-            scfg = replace(cfg, seed=seed)
-            joint[task][seed] = str(JointTrainer(exp.fusion, task, train_ds, run_path / f"joint-{task}-s{seed}", scfg,
-                                                 device=device, init_weights=exp.weights, progress=progress).train())
-        if exp.baseline:
-            scfg = replace(next(iter(exp.arms().values())), seed=seed)
-            base[seed] = str(train_fusion(exp.fusion, train_ds, run_path / f"fusion-only-s{seed}",
-                                          fusion_only_config(scfg), device=device, init_weights=exp.weights,
-                                          progress=progress))
+    from tqdm import tqdm
+
+    todo = trainings(exp)
+    done: dict[tuple[int, str], str] = {}
+    if jobs <= 1:
+        for seed, arm in todo:
+            done[(seed, arm)] = train_one(exp, seed, arm, train_ds, run_path, device, progress)
+    else:
+        errors = []
+        saved = os.environ.get("OMP_NUM_THREADS")
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # read by each spawned process's OpenMP at start-up
+        try:
+            with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_start_job,
+                                     initargs=(threads,)) as pool:
+                futures = {pool.submit(train_one, exp, seed, arm, train_ds, run_path, device, False): (seed, arm)
+                           for seed, arm in todo}
+                bar = tqdm(total=len(todo), desc=f"fusion trainings ({jobs} jobs x {threads} thread"
+                           f"{'s' if threads > 1 else ''})", unit="training", disable=not progress)
+                for fut in as_completed(futures):
+                    try:
+                        done[futures[fut]] = fut.result()
+                    except Exception as exc:  # noqa: BLE001 - the others finish first, then it is raised
+                        errors.append((futures[fut], exc))
+                    bar.update(1)
+                bar.close()
+        finally:
+            if saved is None:
+                os.environ.pop("OMP_NUM_THREADS", None)
+            else:
+                os.environ["OMP_NUM_THREADS"] = saved
+        if errors:
+            (seed, arm), exc = min(errors, key=lambda e: todo.index(e[0]))
+            if isinstance(exc, TaskevalError):
+                raise TaskevalError(f"fusion training {arm}, seed {seed}: {exc} (the other trainings are kept; "
+                                    "running the command again resumes)") from exc
+            raise exc
+    base = {seed: w for (seed, arm), w in done.items() if arm == "fusion-only"}
+    joint = {t: {seed: done[(seed, t)] for seed in exp.seeds} for t in exp.arms()}
     return base, joint
 
 

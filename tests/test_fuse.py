@@ -115,7 +115,13 @@ def test_fuse_train_learns_resumes_and_labels(card, tmp_path, capsys):
     cfg3 = FusionTrainConfig(epochs=3, batch=3, crop=32, lr=1e-3)
     train_fusion("seafusion", ds, tmp_path / "run", cfg3, progress=False)  # resumes at epoch 3
     meta = json.loads((tmp_path / "run" / "fusion.json").read_text())
-    assert [h["epoch"] for h in meta["history"]] == [3]
+    assert [h["epoch"] for h in meta["history"]] == [1, 2, 3]  # the history of the first call is kept
+    # finished: a further call trains nothing and rewrites nothing (the history stays whole)
+    files = {f: (tmp_path / "run" / f).read_bytes() for f in ("fusion.pth", "fusion.json", "last.pt")}
+    stamps = {f: (tmp_path / "run" / f).stat().st_mtime_ns for f in files}
+    assert train_fusion("seafusion", ds, tmp_path / "run", cfg3, progress=False) == path
+    assert {f: (tmp_path / "run" / f).read_bytes() for f in files} == files
+    assert {f: (tmp_path / "run" / f).stat().st_mtime_ns for f in files} == stamps
     rc = main(["fuse", "train", "--method", "max", "--data", str(card), "--out", str(tmp_path / "x")])
     assert rc == 2 and "no trainable parameters" in capsys.readouterr().err
 

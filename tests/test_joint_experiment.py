@@ -134,3 +134,87 @@ def test_joint_losses_match_separate_fusion_and_task_passes(tiny, tmp_path, task
     two = grads(fus + tsk)
     assert torch.allclose(lt["fusion"], fus) and torch.allclose(lt["task"], tsk)
     assert len(one) == len(two) > 0 and all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(one, two))
+
+
+def test_trainings_in_two_processes_give_the_weights_of_one(tiny, tmp_path):
+    """``jobs=2``: the trainings run in two spawned single-thread processes, each in its own folder, and
+    give the weights one process gives with one thread, bit for bit; a second call resumes them all."""
+    from taskeval.joint_experiment import train_arms, trainings
+
+    exp = experiment_from_mapping({
+        "seeds": [0, 1], "seg": {"rounds": 2, "fusion_epochs": 1, "task_epochs": 1, "batch": 2, "crop": 32}})
+    assert trainings(exp) == [(0, "seg"), (0, "fusion-only"), (1, "seg"), (1, "fusion-only")]
+    torch.set_num_threads(1)
+    try:
+        one = train_arms(exp, tiny, tmp_path / "one", "cpu", progress=False)
+    finally:
+        torch.set_num_threads(2)
+    two = train_arms(exp, tiny, tmp_path / "two", "cpu", progress=False, jobs=2, threads=1)
+    assert sorted(two[0]) == [0, 1] and sorted(two[1]["seg"]) == [0, 1]
+    pairs = [(one[0][s], two[0][s]) for s in (0, 1)] + [(one[1]["seg"][s], two[1]["seg"][s]) for s in (0, 1)]
+    for a, b in pairs:
+        assert "/one/" in a and "/two/" in b
+        wa, wb = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    stamps = {p: (tmp_path / "two").joinpath(p).stat().st_mtime_ns for p in (
+        "joint-seg-s0/fusion.pth", "joint-seg-s0/fusion.json", "fusion-only-s1/fusion.pth", "fusion-only-s1/last.pt")}
+    assert train_arms(exp, tiny, tmp_path / "two", "cpu", progress=False, jobs=2, threads=1) == two
+    assert stamps == {p: (tmp_path / "two").joinpath(p).stat().st_mtime_ns for p in stamps}
+
+
+def test_a_failing_training_keeps_the_others(tiny, tmp_path):
+    """One training that raises (here: a checkpoint of other settings in its folder) does not stop the
+    others in the pool; they are kept, and the error names the training."""
+    from taskeval.errors import TaskevalError
+    from taskeval.joint_experiment import train_arms
+
+    exp = experiment_from_mapping({
+        "seeds": [0, 1], "seg": {"rounds": 1, "fusion_epochs": 1, "task_epochs": 1, "batch": 2, "crop": 32}})
+    other = replace(exp, seg=replace(exp.seg, lam=3.0), baseline=False, seeds=(1,))
+    train_arms(other, tiny, tmp_path, "cpu", progress=False)  # joint-seg-s1 now holds a training with lam 3
+    with pytest.raises(TaskevalError, match="fusion training seg, seed 1: .*other settings"):
+        train_arms(exp, tiny, tmp_path, "cpu", progress=False, jobs=2, threads=1)
+    for done in ("joint-seg-s0", "fusion-only-s0", "fusion-only-s1"):
+        assert (tmp_path / done / "fusion.pth").is_file()
+
+
+def test_evaluation_jobs_load_the_run_s_evaluation_config(tmp_path):
+    """The local jobs of a joint run are ``taskeval benchmark RUN/joint-evaluation.yaml --shard i/N``: that
+    file must load back as the very configuration (per-seed weights, oracle folder, protocols), or the jobs
+    would compute other cells."""
+    import argparse
+
+    from taskeval.cli.joint_cmd import evaluation_job_args
+    from taskeval.rundir import RunDir
+
+    exp = load_experiment("joint-synth")
+    data = exp.data.__class__(card="synth", root=str(tmp_path / "data"), synth=exp.data.synth)
+    bench = evaluation_config(exp, data, {s: f"/w/b{s}.pth" for s in exp.seeds},
+                              {t: {s: f"/w/{t}{s}.pth" for s in exp.seeds} for t in exp.arms()})
+    args = argparse.Namespace(config="joint-synth", overrides=["seeds=0"], out=None, root="/x", device=None,
+                              threads=2, workers=0, fail_fast=False, quiet=True)
+    job = evaluation_job_args(args, bench, RunDir.create(tmp_path / "run", "joint"))
+    assert job.config == str(tmp_path / "run" / "joint-evaluation.yaml") and job.overrides == []
+    assert job.out == str(tmp_path / "run") and job.root is None and job.threads == 2
+    from taskeval.benchmark import load_benchmark_config
+
+    assert load_benchmark_config(job.config) == bench
+
+
+@pytest.mark.slow
+def test_joint_command_in_two_jobs_gives_the_rows_of_one_process(tmp_path):
+    """``taskeval joint --jobs 2``: trainings and evaluation cells in two single-thread processes; the same
+    results.csv and comparison as one process with one thread."""
+    from taskeval.cli.main import main
+
+    common = ["joint", "--config", "joint-synth", "--quiet", "--device", "cpu", "data.synth.n_train=4",
+              "data.synth.n_test=2", "data.synth.height=64", "data.synth.width=96", "seeds=[0,1]", "det=null",
+              "references=[]", "seg.rounds=1", "seg.fusion_epochs=1", "seg.task_epochs=1", "seg.batch=2",
+              "seg.crop=32", "n_boot=20", "options.segmentation.epochs=1", "options.segmentation.batch=2"]
+    assert main(common + ["--out", str(tmp_path / "one"), "--jobs", "1", "--threads", "1"]) == 0
+    assert main(common + ["--out", str(tmp_path / "two"), "--jobs", "2", "--threads", "2"]) == 0
+    assert (tmp_path / "one" / "results.csv").read_text() == (tmp_path / "two" / "results.csv").read_text()
+    one, two = (json.loads((tmp_path / d / "stats" / "joint.json").read_text()) for d in ("one", "two"))
+    assert one == two and len(one["records"][0]["per_seed"]) == 2
+    prov = json.loads((tmp_path / "two" / "provenance.json").read_text())
+    assert prov["jobs"] == 2 and prov["job_threads"] == 1

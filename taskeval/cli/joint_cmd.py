@@ -40,7 +40,7 @@ def experiment_from_args(args):
             raise ConfigError("give --task seg|det with --fusion and --data, or --config EXPERIMENT (a built-in "
                               "experiment such as joint-synth, or a YAML with seg:/det: arms)")
         exp = load_experiment(args.config, args.overrides)
-        given = {"fusion": args.fusion, "weights": args.weights, "device": args.device,
+        given = {"fusion": args.fusion, "weights": args.weights, "device": args.device, "jobs": args.jobs,
                  "seeds": parse_seeds(args.seeds, 0) if args.seeds else None,
                  "baseline": False if args.no_baseline else None}
         raw = {**to_dict(exp), **{k: v for k, v in given.items() if v is not None}}
@@ -58,7 +58,7 @@ def experiment_from_args(args):
         "data": {"card": args.data, "root": args.root, "train_split": args.train_split,
                  "test_split": args.test_split},
         "seeds": parse_seeds(args.seeds, 0), args.task: to_dict(cfg), "baseline": not args.no_baseline,
-        "protocols": {task: args.protocol}, "device": args.device or "auto"}, "command line")
+        "protocols": {task: args.protocol}, "device": args.device or "auto", "jobs": args.jobs or 1}, "command line")
 
 
 def _dataset(exp, run_path: Path):
@@ -89,6 +89,7 @@ def run(args) -> int:
         fusion_updates,
         train_arms,
     )
+    from taskeval.launchers.local_jobs import effective_jobs, execute_jobs, job_threads
 
     exp = experiment_from_args(args)
     device = str(resolve_device(exp.device))
@@ -104,18 +105,27 @@ def run(args) -> int:
     for t, u in updates.items():
         print(f"fusion-network updates / training images: joint-{t} {u['joint']['updates']} / "
               f"{u['joint']['images']}, fusion-only {u['fusion-only']['updates']} / {u['fusion-only']['images']}")
+    jobs = effective_jobs(exp.jobs, args.threads, device, None)
+    if jobs > 1:
+        print(f"{jobs} local jobs x {job_threads(args.threads, jobs)} thread(s): fusion trainings and evaluation cells "
+              "side by side (--jobs 1: one process)")
     started = time.monotonic()
-    base, joint = train_arms(exp, train_ds, run_dir.path, device, progress=not args.quiet)
+    base, joint = train_arms(exp, train_ds, run_dir.path, device, progress=not args.quiet, jobs=jobs,
+                             threads=job_threads(args.threads, jobs))
     trained_s = time.monotonic() - started
     print(f"jointly trained fusion weights: {', '.join(w for ws in joint.values() for w in ws.values())}\n"
           f"use one as a method: taskeval fuse --method {joint_name(exp.fusion, next(iter(joint)))} --weights "
           f"PATH, or in a benchmark config: {{name: ..., weights: PATH}}")
     bench = evaluation_config(exp, data, base, joint)
     run_dir.write_provenance(to_dict(bench), seeds=list(exp.seeds), extra={
-        "run_command": "joint", "joint": to_dict(exp), "fusion_updates": updates})
+        "run_command": "joint", "joint": to_dict(exp), "fusion_updates": updates,
+        "jobs": jobs, "job_threads": job_threads(args.threads, jobs)}, threads=args.threads)
     if args.no_eval:
         return 0
-    plan, runner, report = execute(bench, run_dir, args)
+    if jobs > 1:
+        plan, runner, report = execute_jobs(bench, run_dir, evaluation_job_args(args, bench, run_dir), jobs)
+    else:
+        plan, runner, report = execute(bench, run_dir, args)
     for line in failure_lines(report, runner):
         print(line)
     rows = runner.store.rows()
@@ -131,6 +141,24 @@ def run(args) -> int:
     print(f"took {time.monotonic() - started:.0f} s ({trained_s:.0f} s of fusion training); results: "
           f"{run_dir.path / 'results.csv'}; report: taskeval report {run_dir.path}")
     return 1 if report.failed else 0
+
+
+def evaluation_job_args(args, bench, run_dir: RunDir):
+    """The arguments :func:`~taskeval.launchers.local_jobs.execute_jobs` starts its jobs with: each job is
+    ``taskeval benchmark RUN/joint-evaluation.yaml --out RUN --shard i/N``, the evaluation configuration written
+    into the run (it must load back as the same configuration, or the jobs would compute other cells)."""
+    import argparse
+
+    import yaml
+
+    from taskeval.benchmark import load_benchmark_config
+
+    path = run_dir.path / "joint-evaluation.yaml"
+    atomic_write_text(path, yaml.safe_dump(to_dict(bench), sort_keys=False))
+    if load_benchmark_config(path) != bench:
+        raise ConfigError(f"{path} does not load back as the evaluation configuration; run with --jobs 1")
+    return argparse.Namespace(**{**vars(args), "config": str(path), "overrides": [], "out": str(run_dir.path),
+                                 "root": None, "backend": getattr(args, "backend", "auto")})
 
 
 def _table(r: dict, dataset: str) -> Table:
@@ -170,6 +198,9 @@ def register(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--no-baseline", action="store_true", help="skip the fusion-loss-only comparison")
     p.add_argument("--no-eval", action="store_true", help="only train; no task evaluation")
+    p.add_argument("--jobs", type=int, help="on a CPU: run the fusion trainings and the evaluation cells in N "
+                                            "processes side by side, each with threads/N threads (default: the "
+                                            "experiment's jobs, joint-synth: 2)")
     p.add_argument("--config", help="a joint experiment (built-in name or YAML with seg:/det: arms), or with --task "
                                     "a YAML of JointConfig fields")
     add_execution_options(p, device_default=None)
