@@ -30,13 +30,21 @@ def _digest(root, keep=lambda p: True):
     return h.hexdigest()
 
 
+@pytest.fixture(scope="module", params=[2, 1], ids=["design2", "design1"])
+def lost_cfg(request):
+    """The variant on the main job's design 2 and on design 1 (joint-synth's data)."""
+    from dataclasses import replace
+
+    return replace(LOST, design=request.param)
+
+
 @pytest.fixture(scope="module")
-def lost(tmp_path_factory):
-    return generate(tmp_path_factory.mktemp("lost") / "a", LOST, progress=False)
+def lost(tmp_path_factory, lost_cfg):
+    return generate(tmp_path_factory.mktemp("lost") / "a", lost_cfg, progress=False)
 
 
-def test_variant_is_deterministic_and_valid(lost, tmp_path):
-    again = generate(tmp_path / "b", LOST, progress=False)
+def test_variant_is_deterministic_and_valid(lost, lost_cfg, tmp_path):
+    again = generate(tmp_path / "b", lost_cfg, progress=False)
     assert _digest(lost.parent) == _digest(again.parent)
     card = load_card(lost)
     assert card.name == "synth-lost-cue" and tuple(card.det_classes) == DET_CLASSES + ("puddle",)
