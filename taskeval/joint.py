@@ -271,8 +271,8 @@ class JointTrainer:
         self.resume()
         cfg = self.cfg
         final = self.out / "fusion.pth"
-        stages = 2 * cfg.rounds if cfg.schedule == "alternating" else cfg.epochs
-        if self.step >= stages and final.is_file() and (self.out / "fusion.json").is_file():
+        n_stages = 2 * cfg.rounds if cfg.schedule == "alternating" else cfg.epochs
+        if self.step >= n_stages and final.is_file() and (self.out / "fusion.json").is_file():
             return final  # finished: nothing is trained or written again
         if cfg.schedule == "alternating":
             stages = [s for r in range(cfg.rounds) for s in (("fusion", r), ("task", r))]

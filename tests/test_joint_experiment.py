@@ -144,11 +144,12 @@ def test_trainings_in_two_processes_give_the_weights_of_one(tiny, tmp_path):
     exp = experiment_from_mapping({
         "seeds": [0, 1], "seg": {"rounds": 2, "fusion_epochs": 1, "task_epochs": 1, "batch": 2, "crop": 32}})
     assert trainings(exp) == [(0, "seg"), (0, "fusion-only"), (1, "seg"), (1, "fusion-only")]
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         one = train_arms(exp, tiny, tmp_path / "one", "cpu", progress=False)
     finally:
-        torch.set_num_threads(2)
+        torch.set_num_threads(before)
     two = train_arms(exp, tiny, tmp_path / "two", "cpu", progress=False, jobs=2, threads=1)
     assert sorted(two[0]) == [0, 1] and sorted(two[1]["seg"]) == [0, 1]
     pairs = [(one[0][s], two[0][s]) for s in (0, 1)] + [(one[1]["seg"][s], two[1]["seg"][s]) for s in (0, 1)]

@@ -106,12 +106,13 @@ def run(args) -> int:
         print(f"fusion-network updates / training images: joint-{t} {u['joint']['updates']} / "
               f"{u['joint']['images']}, fusion-only {u['fusion-only']['updates']} / {u['fusion-only']['images']}")
     jobs = effective_jobs(exp.jobs, args.threads, device, None)
+    per_job = job_threads(args.threads, jobs)
     if jobs > 1:
-        print(f"{jobs} local jobs x {job_threads(args.threads, jobs)} thread(s): fusion trainings and evaluation cells "
-              "side by side (--jobs 1: one process)")
+        print(f"{jobs} local jobs x {per_job} thread(s): fusion trainings and evaluation cells side by side "
+              "(--jobs 1: one process)")
     started = time.monotonic()
     base, joint = train_arms(exp, train_ds, run_dir.path, device, progress=not args.quiet, jobs=jobs,
-                             threads=job_threads(args.threads, jobs))
+                             threads=per_job)
     trained_s = time.monotonic() - started
     print(f"jointly trained fusion weights: {', '.join(w for ws in joint.values() for w in ws.values())}\n"
           f"use one as a method: taskeval fuse --method {joint_name(exp.fusion, next(iter(joint)))} --weights "
@@ -119,7 +120,7 @@ def run(args) -> int:
     bench = evaluation_config(exp, data, base, joint)
     run_dir.write_provenance(to_dict(bench), seeds=list(exp.seeds), extra={
         "run_command": "joint", "joint": to_dict(exp), "fusion_updates": updates,
-        "jobs": jobs, "job_threads": job_threads(args.threads, jobs)}, threads=args.threads)
+        "jobs": jobs, "job_threads": per_job}, threads=args.threads)
     if args.no_eval:
         return 0
     if jobs > 1:
